@@ -1,0 +1,149 @@
+"""The base model every method starts from, saved with `save_pretrained`.
+
+    python -m stages.base_model --text data/countdown/warmstart_train.jsonl data/instruct/sft_train.jsonl \
+        --out models/base
+
+`base_model.source` is a hub id or a local folder (paper: `Qwen/Qwen2.5-0.5B`), copied as it is, or
+`build`: a byte-level BPE tokenizer is trained on the prepared training text with Qwen2's normalizer
+and split pattern and Qwen's special tokens and chat template, and a `Qwen2ForCausalLM` is built from
+`base_model.config`, seeded. Because the tokenizer is a `Qwen2Tokenizer` over the trained vocabulary
+and merges, every loading path (`AutoTokenizer`, TRL, vLLM) tokenizes the same way.
+
+`base_model.pretrain.max_steps > 0` adds a language-modelling pass over that text (TRL's
+`SFTTrainer`, loss on every token) before saving.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import tempfile
+from pathlib import Path
+
+from stages import params
+from stages.data_io import read_jsonl, require_hub
+from stages.errors import UserError, run_main
+from stages.train_utils import trainer_args
+
+SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+# Qwen2.5's chat format (reference.md §2) without its tool-calling branches, and without a default
+# system turn: the system prompt is a parameter, and an empty one gives the single-turn format.
+CHAT_TEMPLATE = (
+    "{%- for message in messages %}"
+    "{{- '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}"
+    "{%- endfor %}"
+    "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\n' }}{%- endif %}"
+)
+
+
+def training_text(paths: list[Path]) -> list[str]:
+    """The text of the prepared training files: warmstart query + completion, conversations as chat."""
+    texts = []
+    for path in paths:
+        for row in read_jsonl(path):
+            if "query" in row:
+                texts.append(row["query"] + row["completion"] + "<|im_end|>")
+            elif "messages" in row:
+                texts.append("".join(f"<|im_start|>{m['role']}\n{m['content']}<|im_end|>\n" for m in row["messages"]))
+            else:
+                raise UserError(f"{path}: rows have neither `query` nor `messages`")
+    return texts
+
+
+def train_tokenizer(texts: list[str], vocab_size: int):
+    """A byte-level BPE with Qwen2's pre-tokenization, returned as a `Qwen2Tokenizer`."""
+    from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+    from transformers import Qwen2Tokenizer
+    from transformers.models.qwen2.tokenization_qwen2 import PRETOKENIZE_REGEX
+
+    bpe = Tokenizer(models.BPE())
+    bpe.normalizer = normalizers.NFC()
+    bpe.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex(PRETOKENIZE_REGEX), behavior="isolated", invert=False),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+    ])
+    bpe.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS, show_progress=False,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
+    bpe.train_from_iterator(texts, trainer)
+    state = bpe.model.get_vocab(), [" ".join(pair) for pair in _merges(bpe)]
+    tokenizer = Qwen2Tokenizer(vocab=state[0], merges=state[1], eos_token="<|endoftext|>", pad_token="<|endoftext|>")
+    tokenizer.add_special_tokens({"additional_special_tokens": SPECIAL_TOKENS[1:]})
+    tokenizer.chat_template = CHAT_TEMPLATE
+    return tokenizer
+
+
+def _merges(bpe) -> list[tuple[str, str]]:
+    import json
+
+    return [tuple(m.split(" ")) if isinstance(m, str) else tuple(m) for m in json.loads(bpe.to_str())["model"]["merges"]]
+
+
+def build(cfg: params.BaseModel, texts: list[str], seed: int):
+    """Train the tokenizer and build a seeded `Qwen2ForCausalLM` from `cfg.config`."""
+    import torch
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    tokenizer = train_tokenizer(texts, cfg.vocab_size)
+    try:
+        config = Qwen2Config(
+            vocab_size=len(tokenizer), bos_token_id=None, eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id, **cfg.config,
+        )
+    except TypeError as err:
+        raise UserError(f"params: base_model.config: {err}") from None
+    torch.manual_seed(seed)
+    return Qwen2ForCausalLM(config), tokenizer
+
+
+def pretrain(model, tokenizer, texts: list[str], cfg: params.Pretrain, seed: int, workdir: Path) -> None:
+    """A language-modelling pass over the training text, loss on every token."""
+    from datasets import Dataset
+    from trl import SFTConfig, SFTTrainer
+
+    args = trainer_args(SFTConfig, {
+        "max_steps": cfg.max_steps, "learning_rate": cfg.learning_rate,
+        "per_device_train_batch_size": cfg.batch_size, "max_length": cfg.max_length,
+        "lr_scheduler_type": "cosine", "warmup_steps": min(100, cfg.max_steps // 10),
+        "logging_steps": 50, "save_strategy": "no", "report_to": "none", "seed": seed,
+        "dataset_text_field": "text", "packing": False,
+    }, "base_model.pretrain", workdir)
+    SFTTrainer(model=model, args=args, train_dataset=Dataset.from_dict({"text": texts}),
+               processing_class=tokenizer).train()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--text", type=Path, nargs="+", required=True, help="prepared training JSONL files")
+    parser.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args()
+    p = params.load()
+    cfg = p.base_model
+    if cfg.source == "build":
+        texts = training_text(args.text)
+        model, tokenizer = build(cfg, texts, p.seed)
+    else:
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        if not Path(cfg.source).exists():
+            require_hub(cfg.source, "model", "base_model.source")
+        model = AutoModelForCausalLM.from_pretrained(cfg.source)
+        tokenizer = AutoTokenizer.from_pretrained(cfg.source)
+    if cfg.pretrain.max_steps > 0:
+        texts = training_text(args.text)
+        with tempfile.TemporaryDirectory() as workdir:
+            pretrain(model, tokenizer, texts, cfg.pretrain, p.seed, Path(workdir))
+    n_params = sum(t.numel() for t in model.parameters())
+    tmp = args.out.with_name(args.out.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    shutil.rmtree(args.out, ignore_errors=True)
+    tmp.rename(args.out)
+    print(f"base model: {n_params / 1e6:.2f}M parameters, vocabulary {len(tokenizer)} -> {args.out}")
+
+
+if __name__ == "__main__":
+    run_main(main)

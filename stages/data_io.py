@@ -1,0 +1,167 @@
+"""Reading datasets from the hub or local files in their hub schemas, and writing JSONL atomically.
+
+Every dataset the pipeline reads comes from a hub id or a local file (JSONL or parquet) or folder,
+through `datasets.load_dataset`. Each row is checked against the dataset's schema; a row that
+breaks it stops the stage with the file, the row and the field. A hub that cannot be reached fails
+at once with the dataset's id and how to point the parameter at a local copy, instead of hanging in
+the libraries' retries.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import tempfile
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+from stages.errors import UserError
+
+Check = Callable[[Any], bool]
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _is_messages(v: Any) -> bool:
+    return isinstance(v, list) and all(
+        isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str) for m in v
+    )
+
+
+# Each schema maps a field to a check of its value: the columns a stage needs, in the hub's names.
+COUNTDOWN_TASK: dict[str, Check] = {
+    "target": _is_int,
+    "nums": lambda v: isinstance(v, list) and len(v) > 0 and all(_is_int(n) and n >= 0 for n in v),
+}
+WARMSTART: dict[str, Check] = {"query": lambda v: isinstance(v, str), "completion": lambda v: isinstance(v, str)}
+SMOLTALK: dict[str, Check] = {"messages": _is_messages, "source": lambda v: isinstance(v, str)}
+ULTRAFEEDBACK: dict[str, Check] = {
+    "prompt": lambda v: isinstance(v, str),
+    "prompt_id": lambda v: isinstance(v, str),
+    "chosen": _is_messages,
+    "rejected": _is_messages,
+    "messages": _is_messages,
+    "score_chosen": _is_number,
+    "score_rejected": _is_number,
+}
+
+_LOCAL_SUFFIXES = {".jsonl": "json", ".json": "json", ".parquet": "parquet"}
+
+
+def validate(rows: Iterable[dict[str, Any]], schema: dict[str, Check], where: str) -> list[dict[str, Any]]:
+    """Return the rows reduced to the schema's fields, or raise naming `where`, the row and the field."""
+    kept = []
+    for index, row in enumerate(rows):
+        if not isinstance(row, dict):
+            raise UserError(f"{where}: row {index}: not a record")
+        for field, check in schema.items():
+            if field not in row:
+                raise UserError(f"{where}: row {index}: missing field `{field}`")
+            if not check(row[field]):
+                raise UserError(f"{where}: row {index}: field `{field}` has a bad value {str(row[field])[:80]!r}")
+        kept.append({field: row[field] for field in schema})
+    return kept
+
+
+def _hub_reachable(timeout: float = 5.0) -> bool:
+    """One TCP connect to the hub's endpoint: seconds, where the libraries would retry for minutes."""
+    url = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
+    try:
+        with socket.create_connection((url.hostname, url.port or 443), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def require_hub(repo_id: str, kind: str, parameter: str) -> None:
+    """Fail at once, naming the repo and the parameter, when the hub is needed but unreachable.
+
+    With `HF_HUB_OFFLINE=1` the libraries read their local cache instead, so no check is made.
+    """
+    if os.environ.get("HF_HUB_OFFLINE") == "1" or _hub_reachable():
+        return
+    repo_type = "dataset " if kind == "dataset" else ""
+    raise UserError(
+        f"cannot reach the Hugging Face hub for {kind} `{repo_id}`. Download it on a machine that can "
+        f"(`hf download {repo_id} --repo-type {kind} --local-dir DIR`), copy DIR here and run with "
+        f"`-S {parameter}=DIR`, or set HF_HUB_OFFLINE=1 if it is in the local cache. ({repo_type}id: {repo_id})"
+    )
+
+
+def load_rows(source: str, split: str, schema: dict[str, Check], parameter: str) -> list[dict[str, Any]]:
+    """Load one split of a dataset from a hub id, a local file or a local folder, and validate it.
+
+    A local file is one split by itself; a folder or a hub id is read with `split`.
+    """
+    import datasets
+
+    path = Path(source)
+    try:
+        if path.is_file():
+            if path.suffix not in _LOCAL_SUFFIXES:
+                raise UserError(f"{source}: `{parameter}` must be a .jsonl, .json or .parquet file or a folder")
+            rows = datasets.load_dataset(_LOCAL_SUFFIXES[path.suffix], data_files=str(path), split="train")
+            where = str(path)
+        else:
+            if not path.exists():
+                require_hub(source, "dataset", parameter)
+            rows = datasets.load_dataset(source, split=split)
+            where = f"{source} [{split}]"
+    except UserError:
+        raise
+    except (FileNotFoundError, ValueError, datasets.exceptions.DatasetNotFoundError) as err:
+        raise UserError(f"`{parameter}`={source!r}, split {split!r}: cannot load: {err}") from None
+    return validate(rows, schema, where)
+
+
+def read_jsonl(path: str | Path, schema: dict[str, Check] | None = None) -> list[dict[str, Any]]:
+    """Read a JSONL file the pipeline wrote (or a user supplied), validating it when a schema is given."""
+    rows = []
+    try:
+        with open(path, encoding="utf-8") as f:
+            for index, line in enumerate(f):
+                if line.strip():
+                    try:
+                        rows.append(json.loads(line))
+                    except json.JSONDecodeError as err:
+                        raise UserError(f"{path}: row {index}: not valid JSON: {err}") from None
+    except FileNotFoundError:
+        raise UserError(f"{path}: not found") from None
+    return validate(rows, schema, str(path)) if schema is not None else rows
+
+
+def write_jsonl(path: str | Path, rows: Iterable[dict[str, Any]]) -> int:
+    """Write rows as JSONL through a temporary file, so a crash never leaves a half-written file."""
+    return _write_atomic(Path(path), lambda f: sum(f.write(json.dumps(row) + "\n") > 0 for row in rows))
+
+
+def write_json(path: str | Path, data: Any) -> None:
+    """Write one JSON document atomically."""
+    write_text(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
+
+
+def write_text(path: str | Path, text: str) -> None:
+    """Write a text file atomically."""
+    _write_atomic(Path(path), lambda f: f.write(text))
+
+
+def _write_atomic(path: Path, write: Callable[[Any], int]) -> int:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            result = write(f)
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+    return result

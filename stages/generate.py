@@ -1,0 +1,146 @@
+"""Sample completions from a model for a prompt set, and write them as JSONL.
+
+    python -m stages.generate --model models/sft_countdown --task countdown \
+        --prompts data/countdown/eval.jsonl --decoding sample --out data/generations/countdown/sft-sample.jsonl
+
+One row per (prompt, sample): `prompt_id` (row of the prompt file), `sample`, `text`,
+`prompt_tokens`, `completion_tokens`, `finish` ("stop" at `<|im_end|>`/eos, or "length"), the
+sampling settings and the model. `--decoding` names a `generate.<decoding>` section (n, temperature,
+top_p, max_new_tokens; temperature 0 is greedy).
+
+Backends write the same rows: `transformers` (CPU or GPU; prompts sorted by length and left-padded
+in batches, so padding is small and every row of a batch decodes together) and `vllm` (GPU only,
+imported only when used). `auto` takes vLLM when it is installed and a GPU is present.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Iterator
+from dataclasses import asdict
+from pathlib import Path
+
+from tqdm import tqdm
+
+from stages import params
+from stages.data_io import COUNTDOWN_TASK, ULTRAFEEDBACK, read_jsonl, write_jsonl
+from stages.errors import UserError, run_main
+from stages.prompts import chat_messages, countdown_prompt
+
+STOP = "<|im_end|>"
+
+
+def render_prompts(task: str, rows: list[dict], p: params.Params, tokenizer) -> list[str]:
+    """The exact text each prompt row is fed to the model as."""
+    if task == "countdown":
+        return [countdown_prompt(p.countdown.prompt_template, r["nums"], r["target"]) for r in rows]
+    return [
+        tokenizer.apply_chat_template(chat_messages(p.instruct.system_prompt, r["prompt"]), tokenize=False,
+                                      add_generation_prompt=True)
+        for r in rows
+    ]
+
+
+def stop_ids(tokenizer) -> list[int]:
+    ids = {tokenizer.convert_tokens_to_ids(STOP), tokenizer.eos_token_id}
+    return sorted(i for i in ids if i is not None and i != tokenizer.unk_token_id)
+
+
+def generate_transformers(model_dir: Path, prompts: list[str], d: params.Decoding, batch_size: int,
+                          seed: int) -> Iterator[tuple[int, int, str, int, int, str]]:
+    """Yield (prompt index, sample, text, prompt tokens, completion tokens, finish) in batches."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    tokenizer = AutoTokenizer.from_pretrained(model_dir, padding_side="left")
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype="auto").to(device).eval()
+    stops = stop_ids(tokenizer)
+    lengths = [len(ids) for ids in tokenizer(prompts, add_special_tokens=False)["input_ids"]]
+    order = sorted(range(len(prompts)), key=lambda i: lengths[i])
+    sampling = {"do_sample": True, "temperature": d.temperature, "top_p": d.top_p} if d.temperature > 0 else {
+        "do_sample": False, "temperature": None, "top_p": None, "top_k": None}
+    torch.manual_seed(seed)
+    for start in tqdm(range(0, len(order), batch_size), desc=f"generating {model_dir.name}", unit="batch"):
+        batch = order[start:start + batch_size]
+        enc = tokenizer([prompts[i] for i in batch], return_tensors="pt", padding=True,
+                        add_special_tokens=False).to(device)
+        with torch.inference_mode():
+            out = model.generate(**enc, max_new_tokens=d.max_new_tokens, num_return_sequences=d.n,
+                                 eos_token_id=stops, pad_token_id=tokenizer.pad_token_id, **sampling)
+        new = out[:, enc["input_ids"].shape[1]:].tolist()
+        for row, tokens in enumerate(new):
+            index = batch[row // d.n]
+            ended = next((k for k, t in enumerate(tokens) if t in stops), None)
+            kept = tokens if ended is None else tokens[: ended + 1]
+            text = tokenizer.decode(kept, skip_special_tokens=True)
+            yield index, row % d.n, text, lengths[index], len(kept), "length" if ended is None else "stop"
+
+
+def generate_vllm(model_dir: Path, prompts: list[str], d: params.Decoding,
+                  seed: int) -> Iterator[tuple[int, int, str, int, int, str]]:
+    """The same rows from vLLM, which schedules its own batches on the GPU."""
+    from vllm import LLM, SamplingParams
+
+    llm = LLM(model=str(model_dir), seed=seed)
+    stops = stop_ids(llm.get_tokenizer())
+    sampling = SamplingParams(n=d.n, temperature=d.temperature, top_p=d.top_p if d.temperature > 0 else 1.0,
+                              max_tokens=d.max_new_tokens, stop_token_ids=stops, seed=seed)
+    for index, result in enumerate(llm.generate(prompts, sampling)):
+        for sample, completion in enumerate(result.outputs):
+            finish = "stop" if completion.finish_reason == "stop" else "length"
+            yield index, sample, completion.text, len(result.prompt_token_ids), len(completion.token_ids), finish
+
+
+def pick_backend(name: str) -> str:
+    if name not in ("auto", "transformers", "vllm"):
+        raise UserError(f"params: generate.backend must be auto, transformers or vllm, got {name!r}")
+    if name != "auto":
+        return name
+    import importlib.util
+
+    import torch
+
+    return "vllm" if torch.cuda.is_available() and importlib.util.find_spec("vllm") else "transformers"
+
+
+def generate(model_dir: Path, task: str, prompt_rows: list[dict], p: params.Params, decoding: str) -> list[dict]:
+    """All samples for all prompts, as rows sorted by (prompt_id, sample)."""
+    from transformers import AutoTokenizer
+
+    d: params.Decoding = getattr(p.generate, decoding)
+    if d.temperature == 0 and d.n != 1:
+        raise UserError(f"params: generate.{decoding}: greedy decoding (temperature 0) gives one sample, n must be 1")
+    prompts = render_prompts(task, prompt_rows, p, AutoTokenizer.from_pretrained(model_dir))
+    backend = pick_backend(p.generate.backend)
+    if backend == "vllm":
+        samples = generate_vllm(model_dir, prompts, d, p.seed)
+    else:
+        samples = generate_transformers(model_dir, prompts, d, p.generate.batch_size, p.seed)
+    settings = {**asdict(d), "decoding": decoding, "backend": backend, "model": model_dir.name}
+    rows = [
+        {"prompt_id": index, "sample": sample, "text": text, "prompt_tokens": n_prompt,
+         "completion_tokens": n_completion, "finish": finish, **settings}
+        for index, sample, text, n_prompt, n_completion, finish in samples
+    ]
+    return sorted(rows, key=lambda r: (r["prompt_id"], r["sample"]))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--model", type=Path, required=True)
+    parser.add_argument("--task", choices=["countdown", "instruct"], required=True)
+    parser.add_argument("--prompts", type=Path, required=True)
+    parser.add_argument("--decoding", choices=["greedy", "sample"], required=True)
+    parser.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args()
+    p = params.load()
+    schema = COUNTDOWN_TASK if args.task == "countdown" else {"prompt": ULTRAFEEDBACK["prompt"]}
+    rows = generate(args.model, args.task, read_jsonl(args.prompts, schema), p, args.decoding)
+    write_jsonl(args.out, rows)
+
+
+if __name__ == "__main__":
+    run_main(main)

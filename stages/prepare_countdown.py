@@ -1,0 +1,166 @@
+"""Prepare the Countdown data: training prompts, a held-out evaluation sample and the warmstart set.
+
+    python -m stages.prepare_countdown --out data/countdown --summary metrics/data/countdown.json
+
+Writes, in the hub datasets' schemas (reference.md §1):
+- `train.jsonl`, `eval.jsonl`: puzzles (`target`, `nums`). Training rows come from
+  `countdown.train_rows` of the source split, the evaluation sample (`n_eval`, seeded) from
+  `countdown.eval_rows`; any training puzzle equal to a held-out one (same target, same numbers) is
+  dropped, so no evaluation puzzle is ever trained on.
+- `warmstart_train.jsonl`, `warmstart_test.jsonl`: (`query`, `completion`) for SFT, from the hub's
+  train and test splits (never mixed) or, with `generator`, solver-written completions for training
+  puzzles. Every completion is checked by the verifier and dropped if wrong (the hub set has wrong
+  ones), and every query is re-rendered with `countdown.prompt_template`, so training and evaluation
+  see one template (001 trained with newlines and evaluated with spaces).
+
+Source `generator` draws a seeded stream of distinct solvable puzzles (exhaustive solver; +, -, ×,
+exact ÷; every number used once) and treats it like the hub's single split.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+from pathlib import Path
+
+from tqdm import tqdm
+
+from stages import countdown, countdown_solver, params
+from stages.data_io import COUNTDOWN_TASK, WARMSTART, load_rows, write_json, write_jsonl
+from stages.errors import UserError, run_main
+from stages.prompts import countdown_prompt, countdown_query_pattern, parse_countdown_query
+
+Puzzle = tuple[int, tuple[int, ...]]
+
+
+def key(row: dict) -> Puzzle:
+    """Puzzles are the same when target and the multiset of numbers are."""
+    return row["target"], tuple(sorted(row["nums"]))
+
+
+def generate_tasks(cfg: params.CountdownGenerator, n: int, rng: random.Random) -> list[dict]:
+    """`n` distinct solvable puzzles, or a UserError when the parameters allow fewer."""
+    low_count, high_count = cfg.num_count
+    seen: set[Puzzle] = set()
+    rows = []
+    misses = 0
+    with tqdm(total=n, desc="countdown puzzles", mininterval=2) as bar:
+        while len(rows) < n:
+            row_nums, target = countdown_solver.make_puzzle(
+                rng, rng.randint(low_count, high_count), cfg.low, cfg.high, cfg.target_low, cfg.target_high
+            )
+            row = {"target": target, "nums": row_nums}
+            if key(row) in seen:
+                misses += 1
+                if misses > 20 * n:
+                    raise UserError(
+                        f"countdown.generator: only {len(rows)} distinct puzzles found, {n} asked for by "
+                        "countdown.train_rows/eval_rows; widen the number or target ranges"
+                    )
+                continue
+            seen.add(key(row))
+            rows.append(row)
+            bar.update()
+    return rows
+
+
+def solved_completion(row: dict, think: bool) -> str:
+    """A warmstart completion written by the exhaustive solver: its steps, then the equation."""
+    solution = countdown_solver.solve(row["nums"], row["target"])
+    assert solution is not None, row  # generated puzzles are solvable by construction
+    reasoning = f"<think>{', '.join(solution.steps)}</think>\n" if think else ""
+    return f"{reasoning}<answer>{solution.expression}</answer>"
+
+
+def verified_warmstart(rows: list[dict], template: str, held_out: set[Puzzle], where: str) -> tuple[list[dict], dict]:
+    """Keep the rows whose completion the verifier accepts, with their query re-rendered from the template."""
+    pattern = countdown_query_pattern(template)
+    kept, counts = [], {"unparsed": 0, "wrong": 0, "held_out": 0}
+    for row in rows:
+        puzzle = parse_countdown_query(pattern, row["query"])
+        if puzzle is None:
+            counts["unparsed"] += 1
+            continue
+        nums, target = puzzle
+        if (target, tuple(sorted(nums))) in held_out:
+            counts["held_out"] += 1
+        elif not countdown.score(row["completion"], nums, target).correct:
+            counts["wrong"] += 1
+        else:
+            kept.append({"query": countdown_prompt(template, nums, target), "completion": row["completion"]})
+    if rows and counts["unparsed"] > len(rows) // 2:
+        raise UserError(
+            f"{where}: {counts['unparsed']} of {len(rows)} queries do not follow `countdown.prompt_template`"
+        )
+    return kept, counts
+
+
+def prepare(cfg: params.Countdown, seed: int) -> tuple[dict[str, list[dict]], dict]:
+    """Return the four files' rows and a summary of what was kept and dropped."""
+    (train_start, train_stop), (eval_start, eval_stop) = cfg.train_rows, cfg.eval_rows
+    if not (0 <= train_start < train_stop and 0 <= eval_start < eval_stop):
+        raise UserError("countdown.train_rows and eval_rows must be [start, stop) with 0 <= start < stop")
+    if train_start < eval_stop and eval_start < train_stop:
+        raise UserError(f"countdown.train_rows {cfg.train_rows} and eval_rows {cfg.eval_rows} overlap")
+    rng = random.Random(seed)
+    if cfg.tasks_source == "generator":
+        tasks = generate_tasks(cfg.generator, max(train_stop, eval_stop), rng)
+    else:
+        tasks = load_rows(cfg.tasks_source, cfg.tasks_split, COUNTDOWN_TASK, "countdown.tasks_source")
+    if len(tasks) < max(train_stop, eval_stop):
+        raise UserError(f"{cfg.tasks_source}: {len(tasks)} rows, fewer than train_rows/eval_rows ask for")
+
+    held_out_pool = tasks[eval_start:eval_stop]
+    if cfg.n_eval > len(held_out_pool):
+        raise UserError(f"countdown.n_eval={cfg.n_eval} is more than the {len(held_out_pool)} rows of eval_rows")
+    held_out = {key(row) for row in held_out_pool}
+    unique_eval = list({key(row): row for row in held_out_pool}.values())
+    eval_rows = random.Random(seed).sample(unique_eval, min(cfg.n_eval, len(unique_eval)))
+    train = [row for row in tasks[train_start:train_stop] if key(row) not in held_out]
+
+    if cfg.warmstart_source == "generator":
+        n_train, n_test = cfg.warmstart_train or 0, cfg.warmstart_test or 0
+        if n_train + n_test > len(train):
+            raise UserError(f"countdown.warmstart_train + warmstart_test exceed the {len(train)} training puzzles")
+        splits = {
+            name: [
+                {"query": countdown_prompt(cfg.prompt_template, r["nums"], r["target"]),
+                 "completion": solved_completion(r, cfg.generator.think)}
+                for r in tqdm(rows, desc=f"solving warmstart {name}", mininterval=2)
+            ]
+            for name, rows in (("train", train[:n_train]), ("test", train[n_train:n_train + n_test]))
+        }
+    else:
+        splits = {
+            name: load_rows(cfg.warmstart_source, name, WARMSTART, "countdown.warmstart_source")[:limit]
+            for name, limit in (("train", cfg.warmstart_train), ("test", cfg.warmstart_test))
+        }
+    out = {"train": train, "eval": eval_rows}
+    summary = {"tasks_train": len(train), "tasks_eval": len(eval_rows),
+               "tasks_train_dropped_held_out": train_stop - train_start - len(train)}
+    for name, rows in splits.items():
+        out[f"warmstart_{name}"], counts = verified_warmstart(
+            rows, cfg.prompt_template, held_out, f"{cfg.warmstart_source} [{name}]"
+        )
+        summary[f"warmstart_{name}"] = len(out[f"warmstart_{name}"])
+        summary.update({f"warmstart_{name}_dropped_{k}": v for k, v in counts.items()})
+        if not out[f"warmstart_{name}"]:
+            raise UserError(f"{cfg.warmstart_source} [{name}]: no warmstart row survived verification")
+    return out, summary
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--out", type=Path, required=True, help="folder for the four JSONL files")
+    parser.add_argument("--summary", type=Path, required=True, help="JSON counts of rows kept and dropped")
+    args = parser.parse_args()
+    p = params.load()
+    files, summary = prepare(p.countdown, p.seed)
+    for name, rows in files.items():
+        write_jsonl(args.out / f"{name}.jsonl", rows)
+    write_json(args.summary, summary)
+    print(", ".join(f"{k}={v}" for k, v in summary.items()))
+
+
+if __name__ == "__main__":
+    run_main(main)

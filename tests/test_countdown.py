@@ -1,0 +1,221 @@
+"""Table-driven tests of the Countdown verifier and solver (offline, CPU-only, well under 10 s)."""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+import time
+
+import pytest
+
+from stages.countdown import MAX_ANSWER_CHARS, Score, score
+from stages.countdown_solver import Solution, make_puzzle, reachable_targets, solve
+
+
+def tagged(equation: str) -> str:
+    return f"<think>working it out</think> <answer>{equation}</answer>"
+
+
+# (completion, nums, target, reason); reward follows from the reason.
+CASES = [
+    # correct, with various parenthesizations and spacing
+    (tagged("(12 + 5) * 2"), [12, 5, 2], 34, "correct"),
+    (tagged("2 * (5 + 12)"), [12, 5, 2], 34, "correct"),
+    (tagged("((12 + 5)) * (2)"), [12, 5, 2], 34, "correct"),
+    (tagged("12*2+5*2"), [12, 2, 5, 2], 34, "correct"),
+    (tagged("100 - 4 * 5 - 1"), [100, 4, 5, 1], 79, "correct"),
+    (tagged("100 - (4 * 5 - 1)"), [100, 4, 5, 1], 81, "correct"),
+    (tagged("8 / (3 - 8 / 3)"), [8, 3, 8, 3], 24, "correct"),  # exact rational intermediate
+    (tagged("0 + 7"), [0, 7], 7, "correct"),  # a lone 0 is not a leading zero
+    (tagged("  (12 + 5) * 2 \n"), [12, 5, 2], 34, "correct"),
+    (tagged("(12\t+ 5)\n* 2"), [12, 5, 2], 34, "correct"),  # tabs and newlines count as spaces
+    # the tag can sit anywhere; the last complete pair wins
+    ("<answer>(12 + 5) * 2</answer> and that is all", [12, 5, 2], 34, "correct"),
+    ("Answer below.\n<answer>(12 + 5) * 2</answer>\nDone, I hope.", [12, 5, 2], 34, "correct"),
+    ("<answer>12 + 5 + 2</answer> no wait <answer>(12 + 5) * 2</answer>", [12, 5, 2], 34, "correct"),
+    ("<answer>(12 + 5) * 2</answer> no wait <answer>12 + 5 + 2</answer>", [12, 5, 2], 34, "wrong_value"),
+    ("<answer>junk <answer>(12 + 5) * 2</answer>", [12, 5, 2], 34, "correct"),
+    ("<answer>(12 + 5) * 2</answer> then <answer>unclosed", [12, 5, 2], 34, "correct"),
+    # no answer tag
+    ("(12 + 5) * 2", [12, 5, 2], 34, "no_answer_tag"),
+    ("<answer>(12 + 5) * 2", [12, 5, 2], 34, "no_answer_tag"),
+    ("(12 + 5) * 2</answer>", [12, 5, 2], 34, "no_answer_tag"),
+    ("<ANSWER>(12 + 5) * 2</ANSWER>", [12, 5, 2], 34, "no_answer_tag"),
+    ("", [12, 5, 2], 34, "no_answer_tag"),
+    # wrong or invalid
+    (tagged("12 + 5 * 2"), [12, 5, 2], 34, "wrong_value"),
+    (tagged(""), [12, 5, 2], 34, "empty_answer"),
+    (tagged("   "), [12, 5, 2], 34, "empty_answer"),
+    (tagged("(12 + 5) * 2 = 34"), [12, 5, 2], 34, "bad_character"),
+    # flaws of the usual scorer (reference.md section 3)
+    (tagged("9 ** 9 ** 9"), [9, 9, 9], 1, "syntax"),
+    (tagged("1.5 * 4"), [1, 5, 4], 6, "bad_character"),
+    (tagged("12 // 5 * 2"), [12, 5, 2], 4, "syntax"),
+    (tagged("50 + 1 / 99 / 99 / 99"), [50, 1, 99, 99, 99], 50, "wrong_value"),
+    # exploits
+    (tagged("-3 + 5"), [3, 5], 2, "syntax"),
+    (tagged("+3 + 5"), [3, 5], 8, "syntax"),
+    (tagged("5 + -3"), [3, 5], 2, "syntax"),
+    (tagged("03 + 5"), [3, 5], 8, "leading_zero"),
+    (tagged("5 + 00"), [0, 5], 5, "leading_zero"),
+    (tagged("12 + 12 + 5"), [12, 5, 2], 29, "numbers_mismatch"),  # reused
+    (tagged("12 * 2"), [12, 5, 2], 24, "numbers_mismatch"),  # missing
+    (tagged("12 + 5 * 2 + 1"), [12, 5, 2], 23, "numbers_mismatch"),  # extra
+    (tagged("125 * 2"), [12, 5, 2], 250, "numbers_mismatch"),  # fused digits
+    (tagged("12 / (5 - 5)"), [12, 5, 5], 0, "division_by_zero"),
+    (tagged("(5 - 5) / (5 - 5)"), [5, 5, 5, 5], 1, "division_by_zero"),
+    (tagged("12 / (5 - 5) * 0"), [12, 5, 5, 0], 0, "division_by_zero"),
+    (tagged("12 / (5 - 5) +"), [12, 5, 5], 0, "syntax"),  # a syntax error beats arithmetic
+    (tagged("\u0661\u0662 + 5 * 2"), [12, 5, 2], 22, "bad_character"),  # Arabic-Indic digits
+    (tagged("\uff11\uff12 + 5 * 2"), [12, 5, 2], 22, "bad_character"),  # fullwidth digits
+    (tagged("12\u00a0+ 5 * 2"), [12, 5, 2], 22, "bad_character"),  # non-breaking space
+    (tagged("__import__('os')"), [12, 5, 2], 34, "bad_character"),
+    (tagged("twelve + 5 * 2"), [12, 5, 2], 22, "bad_character"),
+    (tagged("1e1 + 5"), [10, 5], 15, "bad_character"),
+    (tagged("1_0 + 5"), [10, 5], 15, "bad_character"),
+    (tagged("12 5 2"), [12, 5, 2], 34, "syntax"),
+    (tagged("2(12 + 5)"), [12, 5, 2], 34, "syntax"),
+    (tagged("(12 + 5) * 2)"), [12, 5, 2], 34, "syntax"),
+    (tagged("((12 + 5) * 2"), [12, 5, 2], 34, "syntax"),
+    (tagged("()"), [12, 5, 2], 34, "syntax"),
+    (tagged("12 + 5 *"), [12, 5, 2], 34, "syntax"),
+    (tagged("(" * 60 + "1" + ")" * 60), [1], 1, "too_deep"),
+    (tagged("(" * 50 + "1" + ")" * 50), [1], 1, "correct"),
+    (tagged("1" + " " * MAX_ANSWER_CHARS + "+ 1"), [1, 1], 2, "too_long"),
+]
+
+
+@pytest.mark.parametrize(("completion", "nums", "target", "reason"), CASES)
+def test_score_table(completion: str, nums: list[int], target: int, reason: str) -> None:
+    result = score(completion, nums, target)
+    assert result.reason == reason
+    assert result.correct is (reason == "correct")
+    expected_reward = {"correct": 1.0, "no_answer_tag": 0.0}.get(reason, 0.1)
+    assert result.reward == expected_reward
+    assert (result.answer is None) is (reason == "no_answer_tag")
+
+
+def test_answer_is_stripped_text() -> None:
+    assert score("<answer>\n (12 + 5) * 2 \n</answer>", [12, 5, 2], 34).answer == "(12 + 5) * 2"
+
+
+def test_nums_order_and_type_do_not_matter() -> None:
+    assert score(tagged("(12 + 5) * 2"), (2, 12, 5), 34).correct
+
+
+def test_near_miss_is_exactly_wrong() -> None:
+    # The usual scorer's 1e-5 float tolerance accepted this; exact arithmetic does not.
+    nums = [50, 1, 99, 99, 99]
+    assert score(tagged("50 + 1 / 99 / 99 / 99"), nums, 50).reward == 0.1
+    assert score(tagged("50 * 1 + (99 - 99) * 99"), nums, 50).correct
+
+
+# Adversarial inputs, each of which must be scored in a few ms.
+ADVERSARIAL = [
+    "<answer>" * 100_000,
+    "<answer>" * 100_000 + "1</answer>",
+    "</answer>" * 100_000,
+    "<answer>" + "9" * 1_000_000 + "</answer>",
+    "<answer>" + "(" * 10_000 + "1" + ")" * 10_000 + "</answer>",
+    "<answer>" + "(" * 100 + "1" + ")" * 100 + "</answer>",
+    "<answer>" + "9 ** 9 ** 9" + "</answer>",
+    "<answer>" + "9*" * 99 + "9</answer>",
+    "x" * 1_000_000,
+]
+
+
+@pytest.mark.parametrize("completion", ADVERSARIAL, ids=lambda c: repr(c[:20]) + f"..{len(c)}")
+def test_adversarial_inputs_are_fast(completion: str) -> None:
+    start = time.perf_counter()
+    result = score(completion, [9, 9, 9], 1)
+    assert time.perf_counter() - start < 0.05
+    assert not result.correct
+
+
+def test_score_is_frozen() -> None:
+    result = score(tagged("(12 + 5) * 2"), [12, 5, 2], 34)
+    assert isinstance(result, Score)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        result.reward = 0.0  # type: ignore[misc]
+
+
+def test_score_is_deterministic_silent_and_leaves_global_random_alone(capsys) -> None:
+    random.seed(1234)
+    before = random.getstate()
+    completions = [tagged("(12 + 5) * 2"), tagged("12 + 5 + 2"), "nothing"] * 100
+    first = [score(c, [12, 5, 2], 34) for c in completions]
+    second = [score(c, [12, 5, 2], 34) for c in completions]
+    assert first == second
+    assert random.getstate() == before
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err == ""
+
+
+# ---- solver and generator ----
+
+
+@pytest.mark.parametrize(
+    ("nums", "target", "expression", "steps"),
+    [
+        ([12, 5, 2], 34, "(12 + 5) * 2", ("12 + 5 = 17", "17 * 2 = 34")),
+        ([3, 3, 8, 8], 24, "8 / (3 - 8 / 3)", ("8 / 3 = 8/3", "3 - (8/3) = 1/3", "8 / (1/3) = 24")),
+    ],
+)
+def test_solve_known(nums: list[int], target: int, expression: str, steps: tuple[str, ...]) -> None:
+    assert solve(nums, target) == Solution(expression, steps)
+
+
+@pytest.mark.parametrize(
+    ("nums", "target"), [([1, 1, 1], 100), ([1, 1], 3), ([2, 3, 5, 7], 10_000), ([1, 1, 1, 1], 5)]
+)
+def test_solve_returns_none_when_unsolvable(nums: list[int], target: int) -> None:
+    assert solve(nums, target) is None
+    assert target not in reachable_targets(nums)
+
+
+def test_solve_prefers_natural_intermediates() -> None:
+    # 6 = 4 * 3 / 2 with natural steps, though (3 / 2) * 4 is found too in the rational search.
+    solution = solve([3, 2, 4], 6)
+    assert solution is not None
+    assert all("/" not in step.split("=")[1] and "-" not in step.split("=")[1] for step in solution.steps)
+
+
+@pytest.mark.parametrize("num_count", [3, 4])
+def test_generated_puzzles_are_solved_and_verified(num_count: int) -> None:
+    rng = random.Random(num_count)
+    for _ in range(60):
+        nums, target = make_puzzle(rng, num_count, 1, 99, 1, 100)
+        assert len(nums) == num_count and all(1 <= n <= 99 for n in nums) and 1 <= target <= 100
+        solution = solve(nums, target)
+        assert solution is not None
+        assert len(solution.steps) == num_count - 1
+        assert score(f"<answer>{solution.expression}</answer>", nums, target).correct
+
+
+def test_make_puzzle_is_seeded() -> None:
+    first = [make_puzzle(random.Random(7), 4, 1, 50, 10, 200) for _ in range(3)]
+    second = [make_puzzle(random.Random(7), 4, 1, 50, 10, 200) for _ in range(3)]
+    assert first == second
+
+
+def test_solve_is_fast_and_deterministic() -> None:
+    start = time.perf_counter()
+    answers = [solve([97, 89, 83, 79], 1) for _ in range(3)]
+    assert (time.perf_counter() - start) / 3 < 0.05
+    assert answers[0] == answers[1] == answers[2]
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        (1, 1, 10, 1, 10),  # one number
+        (5, 1, 10, 1, 10),  # beyond the exhaustive search's reach
+        (3, 10, 1, 1, 10),  # low > high
+        (3, 0, 10, 1, 10),  # numbers must be positive
+        (3, 1, 10, 20, 10),  # target_low > target_high
+        (2, 1, 1, 1000, 2000),  # 1 and 1 reach nothing that large
+    ],
+)
+def test_make_puzzle_rejects_impossible_parameters(args: tuple[int, ...]) -> None:
+    with pytest.raises(ValueError):
+        make_puzzle(random.Random(0), *args)
