@@ -16,6 +16,7 @@ and merges, every loading path (`AutoTokenizer`, TRL, vLLM) tokenizes the same w
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import tempfile
 from pathlib import Path
@@ -68,17 +69,13 @@ def train_tokenizer(texts: list[str], vocab_size: int):
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
     )
     bpe.train_from_iterator(texts, trainer)
-    state = bpe.model.get_vocab(), [" ".join(pair) for pair in _merges(bpe)]
-    tokenizer = Qwen2Tokenizer(vocab=state[0], merges=state[1], eos_token="<|endoftext|>", pad_token="<|endoftext|>")
+    trained = json.loads(bpe.to_str())["model"]  # the vocabulary and merges, in tokenizer.json's own layout
+    merges = [tuple(m.split(" ")) if isinstance(m, str) else tuple(m) for m in trained["merges"]]
+    tokenizer = Qwen2Tokenizer(vocab=trained["vocab"], merges=merges, eos_token="<|endoftext|>",
+                               pad_token="<|endoftext|>")
     tokenizer.add_special_tokens({"additional_special_tokens": SPECIAL_TOKENS[1:]})
     tokenizer.chat_template = CHAT_TEMPLATE
     return tokenizer
-
-
-def _merges(bpe) -> list[tuple[str, str]]:
-    import json
-
-    return [tuple(m.split(" ")) if isinstance(m, str) else tuple(m) for m in json.loads(bpe.to_str())["model"]["merges"]]
 
 
 def build(cfg: params.BaseModel, texts: list[str], seed: int):

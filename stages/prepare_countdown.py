@@ -52,7 +52,7 @@ def generate_tasks(cfg: params.CountdownGenerator, n: int, rng: random.Random) -
             row = {"target": target, "nums": row_nums}
             if key(row) in seen:
                 misses += 1
-                if misses > 20 * n:
+                if misses > 20_000:  # consecutive repeats: the space of distinct puzzles is nearly spent
                     raise UserError(
                         f"countdown.generator: only {len(rows)} distinct puzzles found, {n} asked for by "
                         "countdown.train_rows/eval_rows; widen the number or target ranges"
@@ -60,6 +60,7 @@ def generate_tasks(cfg: params.CountdownGenerator, n: int, rng: random.Random) -
                 continue
             seen.add(key(row))
             rows.append(row)
+            misses = 0
             bar.update()
     return rows
 

@@ -57,15 +57,15 @@ def from_hub(cfg: params.Instruct, seed: int) -> dict[str, list[dict]]:
 def from_generator(cfg: params.Instruct, seed: int) -> dict[str, list[dict]]:
     try:
         made = instruct_tasks.build_datasets(
-            seed=seed, n_sft=cfg.sft_train + cfg.sft_test, n_prefs_train=cfg.prefs_train,
+            seed=seed, n_sft=cfg.sft_train, n_sft_test=cfg.sft_test, n_prefs_train=cfg.prefs_train,
             n_prefs_test=cfg.prefs_test, n_gen_train=cfg.gen_train, n_gen_test=cfg.gen_test,
             sft_noise=cfg.sft_noise,
         )
     except ValueError as err:
         raise UserError(f"instruct: {err}") from None
     return {
-        "sft_train": made["smoltalk_train"][: cfg.sft_train],
-        "sft_test": made["smoltalk_test"][: cfg.sft_test],
+        "sft_train": made["smoltalk_train"],
+        "sft_test": made["smoltalk_test"],
         "prefs_train": made["ultrafeedback_train_prefs"],
         "prefs_test": made["ultrafeedback_test_prefs"],
         "gen_train": made["ultrafeedback_train_gen"],

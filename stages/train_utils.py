@@ -40,6 +40,6 @@ def trainer_args(config_cls: type, fields: dict[str, Any], section: str, output_
 def dvclive_callback(directory: Path):
     """A DVCLive callback writing under `directory`, leaving `dvc.yaml` alone (it declares the plots)."""
     from dvclive import Live
-    from dvclive.huggingface import DVCLiveCallback
+    from transformers.integrations import DVCLiveCallback
 
     return DVCLiveCallback(live=Live(str(directory), dvcyaml=False, save_dvc_exp=False, report=None))
