@@ -109,6 +109,8 @@ def load_rows(source: str, split: str, schema: dict[str, Check], parameter: str)
         if path.is_file():
             if path.suffix not in _LOCAL_SUFFIXES:
                 raise UserError(f"{source}: `{parameter}` must be a .jsonl, .json or .parquet file or a folder")
+            if path.suffix == ".jsonl":  # read as written: Arrow's JSON reader would coerce a "5" into 5
+                return read_jsonl(path, schema)
             rows = datasets.load_dataset(_LOCAL_SUFFIXES[path.suffix], data_files=str(path), split="train")
             where = str(path)
         else:

@@ -42,8 +42,8 @@ def render_prompts(task: str, rows: list[dict], p: params.Params, tokenizer) -> 
 
 
 def stop_ids(tokenizer) -> list[int]:
-    ids = {tokenizer.convert_tokens_to_ids(STOP), tokenizer.eos_token_id}
-    return sorted(i for i in ids if i is not None and i != tokenizer.unk_token_id)
+    """`<|im_end|>` and the model's eos (`<|endoftext|>` for a base model): either ends a completion."""
+    return sorted({tokenizer.convert_tokens_to_ids(STOP), tokenizer.eos_token_id} - {None})
 
 
 def generate_transformers(model_dir: Path, prompts: list[str], d: params.Decoding, batch_size: int,

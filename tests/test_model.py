@@ -1,0 +1,175 @@
+"""Tokenizer and model build, generation, Countdown scoring, and one SFT run on a tiny model."""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import random
+from math import comb
+from pathlib import Path
+
+import pytest
+import torch
+
+from stages import generate, params, score_countdown
+from stages.base_model import SPECIAL_TOKENS
+from stages.data_io import write_jsonl
+
+
+def test_tokenizer_agrees_on_every_loading_path(tiny_model):
+    from tokenizers import Tokenizer
+    from transformers import AutoTokenizer, Qwen2Tokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model)
+    assert isinstance(tokenizer, Qwen2Tokenizer)
+    text = "Numbers: [14, 2, 9]\nTarget: 25\n<answer>14 + 9 + 2</answer><|im_end|> ünïcode 12345"
+    ids = tokenizer(text)["input_ids"]
+    assert Tokenizer.from_file(str(tiny_model / "tokenizer.json")).encode(text).ids == ids
+    assert tokenizer.decode(ids) == text
+    assert [tokenizer.decode([i]) for i in tokenizer("12345")["input_ids"]] == list("12345")  # Qwen2: one digit each
+    special_ids = [tokenizer.convert_tokens_to_ids(token) for token in SPECIAL_TOKENS]
+    assert special_ids == [0, 1, 2] and all(tokenizer(t)["input_ids"] == [i] for t, i in zip(SPECIAL_TOKENS, special_ids))
+    chat = tokenizer.apply_chat_template([{"role": "system", "content": "S"}, {"role": "user", "content": "U"}],
+                                         tokenize=False, add_generation_prompt=True)
+    assert chat == "<|im_start|>system\nS<|im_end|>\n<|im_start|>user\nU<|im_end|>\n<|im_start|>assistant\n"
+
+
+def test_model_build_is_seeded_qwen2(tiny_model):
+    from transformers import AutoModelForCausalLM, Qwen2ForCausalLM
+
+    from stages.base_model import build
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model)
+    assert isinstance(model, Qwen2ForCausalLM) and model.config.num_hidden_layers == 2
+    cfg = params.BaseModel(source="build", vocab_size=300, config=dict(
+        hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1,
+        max_position_embeddings=256, tie_word_embeddings=True), pretrain=None)
+    texts = ["Numbers: [1, 2, 3]\nTarget: 6\n"] * 10
+    a, _ = build(cfg, texts, seed=1)
+    b, _ = build(cfg, texts, seed=1)
+    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+
+
+def _params(n: int = 3, temperature: float = 1.0) -> params.Params:
+    sample = params.Decoding(n=n, temperature=temperature, top_p=1.0, max_new_tokens=12)
+    generate_cfg = params.Generate(backend="transformers", batch_size=4, sample=sample,
+                                   greedy=params.Decoding(n=1, temperature=0.0, top_p=1.0, max_new_tokens=12))
+    countdown = params.Countdown(prompt_template="Numbers: {nums}\nTarget: {target}\n", tasks_source="generator",
+                                 tasks_split="train", train_rows=[0, 1], eval_rows=[1, 2], n_eval=1,
+                                 warmstart_source="generator", warmstart_train=1, warmstart_test=1, generator=None)
+    instruct = params.Instruct(smoltalk_source="generator", ultrafeedback_source="generator", system_prompt="Be brief.",
+                               sft_train=1, sft_test=1, prefs_train=1, prefs_test=1, gen_train=1, gen_test=1,
+                               sft_noise=0.0)
+    return params.Params(seed=0, countdown=countdown, instruct=instruct, base_model=None, sft_countdown=None,
+                         generate=generate_cfg, score=params.Score(best_of=[1, 2]))
+
+
+TASKS = [{"target": 6, "nums": [1, 2, 3]}, {"target": 24, "nums": [2, 3, 4, 1]}, {"target": 9, "nums": [3, 3, 3]},
+         {"target": 10, "nums": [5, 5]}, {"target": 7, "nums": [10, 2, 5]}]
+
+
+def test_generation_rows_cover_every_prompt_and_sample(tiny_model):
+    rows = generate.generate(tiny_model, "countdown", TASKS, _params(n=3), "sample")
+    assert [(r["prompt_id"], r["sample"]) for r in rows] == list(itertools.product(range(5), range(3)))
+    assert all(r["completion_tokens"] <= 12 and r["finish"] in ("stop", "length") for r in rows)
+    assert {r["model"] for r in rows} == {tiny_model.name} and {r["temperature"] for r in rows} == {1.0}
+    greedy = generate.generate(tiny_model, "countdown", TASKS, _params(), "greedy")
+    assert len(greedy) == 5 and greedy == generate.generate(tiny_model, "countdown", TASKS, _params(), "greedy")
+
+
+def test_batched_greedy_equals_one_prompt_at_a_time(tiny_model):
+    """Left padding and length sorting must not change what greedy decoding writes."""
+    batched = generate.generate(tiny_model, "countdown", TASKS, _params(), "greedy")
+    p = _params()
+    single = dataclasses.replace(p, generate=dataclasses.replace(p.generate, batch_size=1))
+    assert [r["text"] for r in batched] == [r["text"] for r in generate.generate(tiny_model, "countdown", TASKS,
+                                                                                 single, "greedy")]
+
+
+def test_generation_stops_at_im_end(tiny_model):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model)
+    # All logits equal and ids 0 and 1 suppressed: greedy decoding's first choice is id 2, <|im_end|>.
+    assert tokenizer.convert_tokens_to_ids("<|im_end|>") == 2
+    model.config.tie_word_embeddings = False
+    model.lm_head.weight = torch.nn.Parameter(torch.zeros_like(model.lm_head.weight))
+    model.generation_config.suppress_tokens = [0, 1]
+    forced = tiny_model.parent / "stops"
+    model.save_pretrained(forced)
+    tokenizer.save_pretrained(forced)
+    rows = generate.generate(forced, "countdown", TASKS, _params(), "greedy")
+    assert all(r["finish"] == "stop" and r["completion_tokens"] == 1 and r["text"] == "" for r in rows)
+
+
+def test_instruct_prompts_use_the_chat_template_and_system_prompt(tiny_model):
+    from transformers import AutoTokenizer
+
+    rendered = generate.render_prompts("instruct", [{"prompt": "Say hi."}], _params(),
+                                       AutoTokenizer.from_pretrained(tiny_model))
+    assert rendered == ["<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nSay hi.<|im_end|>\n"
+                        "<|im_start|>assistant\n"]
+
+
+def test_greedy_with_several_samples_is_refused(tiny_model):
+    from stages.errors import UserError
+
+    p = _params()
+    bad = dataclasses.replace(p, generate=dataclasses.replace(p.generate, greedy=p.generate.sample))
+    bad = dataclasses.replace(bad, generate=dataclasses.replace(bad.generate, greedy=dataclasses.replace(
+        p.generate.sample, temperature=0.0)))
+    with pytest.raises(UserError, match="generate.greedy"):
+        generate.generate(tiny_model, "countdown", TASKS, bad, "greedy")
+
+
+@pytest.mark.parametrize("n, c, k", [(8, 0, 1), (8, 8, 8), (8, 3, 1), (8, 3, 4), (10, 1, 10), (5, 2, 3)])
+def test_pass_at_k_matches_enumeration(n, c, k):
+    outcomes = [1] * c + [0] * (n - c)
+    subsets = list(itertools.combinations(outcomes, k))
+    assert score_countdown.pass_at_k(n, c, k) == pytest.approx(sum(max(s) for s in subsets) / len(subsets))
+
+
+def test_expected_best_of_k_matches_enumeration():
+    rng = random.Random(0)
+    for _ in range(20):
+        rewards = [rng.choice([0.0, 0.1, 1.0]) for _ in range(rng.randint(1, 8))]
+        for k in range(1, len(rewards) + 1):
+            subsets = list(itertools.combinations(rewards, k))
+            expected = sum(max(s) for s in subsets) / comb(len(rewards), k)
+            assert score_countdown.expected_best_of_k(rewards, k) == pytest.approx(expected)
+
+
+def test_score_metrics_from_known_completions():
+    tasks = [{"target": 6, "nums": [1, 2, 3]}, {"target": 5, "nums": [2, 3]}]
+    greedy = [{"prompt_id": 0, "sample": 0, "decoding": "greedy", "completion_tokens": 5,
+               "text": "<answer>1 + 2 + 3</answer>"},
+              {"prompt_id": 1, "sample": 0, "decoding": "greedy", "completion_tokens": 3, "text": "no idea"}]
+    pool = [{"prompt_id": i, "sample": s, "decoding": "sample", "completion_tokens": 4, "text": text}
+            for i, texts in enumerate([["<answer>1 * 2 * 3</answer>", "<answer>3 + 3</answer>"],
+                                       ["<answer>2 * 3</answer>", "<answer>2 + 3</answer>"]])
+            for s, text in enumerate(texts)]
+    where = Path("x.jsonl")
+    m = score_countdown.metrics(score_countdown.score_rows(tasks, greedy, where),
+                                score_countdown.score_rows(tasks, pool, where), [1, 2], len(tasks))
+    assert m["accuracy"] == 0.5 and m["score"] == 0.5 and m["format_rate"] == 0.5 and m["n"] == 2
+    assert m["sample_accuracy"] == 0.5 and m["pass_at_1"] == 0.5 and m["pass_at_2"] == 1.0
+    assert m["best_of_2_score"] == 1.0 and m["best_of_1_score"] == pytest.approx((0.55 + 0.55) / 2)
+
+
+def test_sft_trains_and_saves(tiny_model, tmp_path):
+    from safetensors.torch import load_file
+    from transformers import AutoTokenizer
+
+    from stages import sft
+
+    rows = [{"query": f"Numbers: [{a}, 2, 3]\nTarget: {a + 5}\n", "completion": f"<answer>{a} + 2 + 3</answer>"}
+            for a in range(1, 40)]
+    write_jsonl(tmp_path / "train.jsonl", rows)
+    fields = {"max_steps": 2, "per_device_train_batch_size": 4, "learning_rate": 1e-2, "logging_steps": 1,
+              "max_length": 64}
+    sft.train("sft_countdown", fields, tiny_model, tmp_path / "train.jsonl", None, tmp_path / "out", tmp_path / "live")
+    before, after = load_file(tiny_model / "model.safetensors"), load_file(tmp_path / "out" / "model.safetensors")
+    assert any(not torch.equal(before[k], after[k]) for k in before)
+    assert AutoTokenizer.from_pretrained(tmp_path / "out").eos_token == "<|im_end|>"
+    assert (tmp_path / "live" / "metrics.json").exists() and not (tmp_path / "out.tmp").exists()
