@@ -98,6 +98,16 @@ class Sft:
 
 
 @dataclasses.dataclass(frozen=True)
+class RewardModel:
+    """A reward model trained on preference pairs (stages/reward_model.py); `--kind` picks the loss."""
+
+    encoder: str  # "build", a hub model id, or a local folder (loaded with a fresh one-output head)
+    config: dict[str, Any]  # build only: Qwen2Config fields of the encoder
+    trainer: dict[str, Any]  # TrainingArguments fields (pointwise) or TRL RewardConfig fields (bradley_terry)
+    max_length: int  # tokens of prompt + response the reward model reads; the rest is truncated
+
+
+@dataclasses.dataclass(frozen=True)
 class Decoding:
     """One way of sampling completions."""
 
@@ -127,6 +137,8 @@ class Params:
     instruct: Instruct
     base_model: BaseModel
     sft_countdown: Sft
+    reward_pointwise: RewardModel
+    reward_bt: RewardModel
     generate: Generate
     score: Score
 

@@ -61,7 +61,8 @@ def _params(n: int = 3, temperature: float = 1.0) -> params.Params:
                                sft_train=1, sft_test=1, prefs_train=1, prefs_test=1, gen_train=1, gen_test=1,
                                sft_noise=0.0)
     return params.Params(seed=0, countdown=countdown, instruct=instruct, base_model=None, sft_countdown=None,
-                         generate=generate_cfg, score=params.Score(best_of=[1, 2]))
+                         reward_pointwise=None, reward_bt=None, generate=generate_cfg,
+                         score=params.Score(best_of=[1, 2]))
 
 
 TASKS = [{"target": 6, "nums": [1, 2, 3]}, {"target": 24, "nums": [2, 3, 4, 1]}, {"target": 9, "nums": [3, 3, 3]},

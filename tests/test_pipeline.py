@@ -57,6 +57,9 @@ def test_repro_writes_metrics_and_report(repo):
     assert "| base |" in report and "| sft_countdown |" in report and "pass_at_4" in report
     assert (repo / "metrics" / "report" / "countdown.csv").read_text().startswith("model,n,accuracy")
     assert "loss" in (repo / "metrics" / "train" / "sft_countdown" / "metrics.json").read_text()
+    for name in ("reward_pointwise", "reward_bt"):
+        m = json.loads((repo / "metrics" / "reward_model" / f"{name}.json").read_text())
+        assert m["n"] == 20 and 0.0 <= m["pairwise_accuracy"] <= 1.0
     shown = json.loads(run(["dvc", "metrics", "show", "--json"], repo))
     assert "metrics/countdown/sft_countdown.json" in json.dumps(shown)
 

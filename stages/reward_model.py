@@ -1,0 +1,259 @@
+"""Reward models trained on preference pairs: pointwise regression on scores, or Bradley-Terry on pairs.
+
+    python -m stages.reward_model --kind bradley_terry --section reward_bt --model models/base \
+        --train data/instruct/prefs_train.jsonl --test data/instruct/prefs_test.jsonl \
+        --out models/reward_bt --metrics metrics/reward_model/reward_bt.json --live metrics/train/reward_bt
+
+The two kinds of 001 (reference §4), one encoder with a single output in both:
+
+    pointwise      001's "DistilBERT": each response of a pair is one example, regressed (MSE) on its
+                   UltraFeedback score mapped from 1-10 to [0, 1], (s - 1) / 9; transformers' `Trainer`.
+    bradley_terry  001's "Siamese": the shared encoder scores chosen and rejected, loss
+                   -log sigmoid(r_chosen - r_rejected); TRL's `RewardTrainer`.
+
+`<section>.encoder` is `build`, a `Qwen2ForSequenceClassification` built from `<section>.config` over the
+tokenizer of `--model` (the pipeline's own tokenizer, so the embedded profile stays offline), or a hub
+id / local folder (paper: `distilbert-base-uncased`) loaded with a fresh one-output head. `--model` is
+read only for `build`. The trainer's fields come from `<section>.trainer`: `TrainingArguments` fields
+for pointwise, TRL `RewardConfig` fields for bradley_terry.
+
+The metric is pairwise accuracy on `--test`: the share of pairs whose chosen response scores above the
+rejected one, a tie counting one half (a coin flip's expected accuracy). `score_pairs` is the scorer
+later stages reuse (the RL reward, judges); it reads any local sequence-classification folder with one
+output, so an off-the-shelf reward model (`OpenAssistant/reward-model-deberta-v3-large`, fetched with
+`hf download`) needs no training.
+
+Departures from 001: its regression target's scaling is not published (here [0, 1]); its "Siamese"
+loop is replaced by TRL's trainer, the same loss, which also turns dropout off (`disable_dropout`)
+so that chosen and rejected are scored by the same network; the pointwise run keeps the encoder's.
+Texts over `max_length` tokens are cut at the right end, in training and scoring alike.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from stages import params
+from stages.data_io import ULTRAFEEDBACK, read_jsonl, require_hub, write_json
+from stages.errors import UserError, run_main
+from stages.train_utils import dvclive_callback, trainer_args
+
+KINDS = ("pointwise", "bradley_terry")
+SCORE_RANGE = (1.0, 10.0)  # UltraFeedback's scale
+
+
+def normalized_score(score: float) -> float:
+    """An UltraFeedback score mapped from 1-10 to [0, 1], the pointwise regression target."""
+    low, high = SCORE_RANGE
+    return (score - low) / (high - low)
+
+
+def pairwise_accuracy(chosen: Sequence[float], rejected: Sequence[float]) -> float:
+    """Share of pairs where the chosen response scores higher; a tie counts one half, as a coin flip would."""
+    if len(chosen) != len(rejected) or not chosen:
+        raise ValueError(f"need as many chosen as rejected scores, at least one: {len(chosen)} vs {len(rejected)}")
+    return sum(1.0 if c > r else 0.5 if c == r else 0.0 for c, r in zip(chosen, rejected)) / len(chosen)
+
+
+def encode(tokenizer, prompts: Sequence[str], responses: Sequence[str], max_length: int) -> dict[str, list]:
+    """Token ids of what the reward model reads, for training and scoring alike, unpadded.
+
+    A tokenizer with a chat template (the pipeline's Qwen2 one) renders the [user, assistant] turn as
+    the policy sees it; an encoder's tokenizer (BERT, DeBERTa) gets the prompt and response as a text
+    pair, `[CLS] prompt [SEP] response [SEP]`, which is how OpenAssistant's reward models were trained.
+    No token type ids: TRL's preference collator drops them, so scoring must not depend on them.
+    """
+    if len(prompts) != len(responses):
+        raise ValueError(f"{len(prompts)} prompts but {len(responses)} responses")
+    common = {"truncation": True, "max_length": max_length, "return_token_type_ids": False}
+    if tokenizer.chat_template:
+        texts = [tokenizer.apply_chat_template([{"role": "user", "content": p}, {"role": "assistant", "content": r}],
+                                               tokenize=False) for p, r in zip(prompts, responses)]
+        # the template writes any special tokens itself
+        return dict(tokenizer(texts, add_special_tokens=False, **common))
+    return dict(tokenizer(list(prompts), list(responses), **common))
+
+
+def score_with(model, tokenizer, prompts: Sequence[str], responses: Sequence[str], batch_size: int,
+               max_length: int | None = None) -> list[float]:
+    """One reward per (prompt, response), from a loaded one-output sequence-classification model.
+
+    Batches are length-sorted and right-padded: a causal encoder then sees each sequence at the same
+    positions as alone, and pools its last real token, so scores do not depend on the batch size.
+    """
+    import torch
+
+    if max_length is None:  # a trained reward model saves its truncation length with its tokenizer
+        max_length = min(tokenizer.model_max_length, getattr(model.config, "max_position_embeddings", None) or 10**9)
+    if model.config.num_labels != 1:
+        raise ValueError(f"a reward model has one output; this one has {model.config.num_labels}")
+    ids = encode(tokenizer, prompts, responses, max_length)["input_ids"]
+    order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
+    scores = [0.0] * len(ids)
+    model.eval()
+    device = next(model.parameters()).device
+    with torch.inference_mode():
+        for start in range(0, len(order), batch_size):
+            chunk = order[start:start + batch_size]
+            batch = tokenizer.pad({"input_ids": [ids[i] for i in chunk]}, padding_side="right", return_tensors="pt")
+            logits = model(input_ids=batch["input_ids"].to(device),
+                           attention_mask=batch["attention_mask"].to(device)).logits
+            for i, value in zip(chunk, logits[:, 0].float().tolist()):
+                scores[i] = value
+    return scores
+
+
+def load_scorer(model_dir: str | Path):
+    """The model (on the GPU when there is one) and tokenizer of a reward model folder, with a pad token set."""
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForSequenceClassification.from_pretrained(model_dir)
+    _set_pad_token(model, tokenizer)
+    return model.to("cuda" if torch.cuda.is_available() else "cpu"), tokenizer
+
+
+def score_pairs(model_dir: str | Path, prompts: Sequence[str], responses: Sequence[str], batch_size: int = 32,
+                max_length: int | None = None) -> list[float]:
+    """One reward per (prompt, response) from the reward model saved in `model_dir` (any one-output model)."""
+    model, tokenizer = load_scorer(model_dir)
+    return score_with(model, tokenizer, prompts, responses, batch_size, max_length)
+
+
+def _set_pad_token(model, tokenizer) -> None:
+    """A sequence classifier pools the last non-pad token, so it must know the pad id (TRL does the same)."""
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    model.config.pad_token_id = tokenizer.pad_token_id
+
+
+def build_encoder(cfg: params.RewardModel, section: str, tokenizer_dir: Path, seed: int):
+    """A one-output sequence classifier and its tokenizer: built from `cfg.config`, or loaded from `cfg.encoder`."""
+    from transformers import (AutoModelForSequenceClassification, AutoTokenizer, Qwen2Config,
+                              Qwen2ForSequenceClassification, set_seed)
+
+    set_seed(seed)  # the fresh head (and a built encoder) start the same on every run
+    head = {"num_labels": 1, "problem_type": "regression"}  # one scalar score; MSE when there are labels
+    if cfg.encoder == "build":
+        tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+        if tokenizer.pad_token is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        try:
+            config = Qwen2Config(vocab_size=len(tokenizer), bos_token_id=None, eos_token_id=tokenizer.eos_token_id,
+                                 pad_token_id=tokenizer.pad_token_id, **head, **cfg.config)
+        except (TypeError, ValueError) as err:
+            raise UserError(f"params: {section}.config: {err}") from None
+        model = Qwen2ForSequenceClassification(config)
+    else:
+        if not Path(cfg.encoder).exists():
+            require_hub(cfg.encoder, "model", f"{section}.encoder")
+        tokenizer = AutoTokenizer.from_pretrained(cfg.encoder)
+        model = AutoModelForSequenceClassification.from_pretrained(cfg.encoder, **head)
+    _set_pad_token(model, tokenizer)
+    tokenizer.padding_side = "right"  # see `score_with`
+    tokenizer.model_max_length = cfg.max_length  # saved with the model: `score_pairs` truncates the same way
+    return model, tokenizer
+
+
+def _pointwise_dataset(rows: list[dict[str, Any]], tokenizer, max_length: int):
+    """Each response of a pair is one regression example on its normalized score."""
+    from datasets import Dataset
+
+    prompts = [r["prompt"] for r in rows for _ in range(2)]
+    responses = [r[side][-1]["content"] for r in rows for side in ("chosen", "rejected")]
+    labels = [normalized_score(r[key]) for r in rows for key in ("score_chosen", "score_rejected")]
+    return Dataset.from_dict({**encode(tokenizer, prompts, responses, max_length), "labels": labels})
+
+
+def _pair_dataset(rows: list[dict[str, Any]], tokenizer, max_length: int):
+    """Pairs tokenized here, through `encode`, so TRL trains on exactly what `score_pairs` reads."""
+    from datasets import Dataset
+
+    prompts = [r["prompt"] for r in rows]
+    chosen = encode(tokenizer, prompts, [r["chosen"][-1]["content"] for r in rows], max_length)["input_ids"]
+    rejected = encode(tokenizer, prompts, [r["rejected"][-1]["content"] for r in rows], max_length)["input_ids"]
+    return Dataset.from_dict({"chosen_ids": chosen, "rejected_ids": rejected})
+
+
+def _make_trainer(kind: str, section: str, cfg: params.RewardModel, model, tokenizer, train_rows, test_rows,
+                  workdir: Path, live: Path | None):
+    fields = {"eval_strategy": "epoch", **cfg.trainer}
+    callbacks = [dvclive_callback(live)] if live else None
+    if kind == "pointwise":
+        from transformers import DataCollatorWithPadding, Trainer, TrainingArguments
+
+        args = trainer_args(TrainingArguments, fields, f"{section}.trainer", workdir, save_strategy="no")
+        return Trainer(model=model, args=args, processing_class=tokenizer, callbacks=callbacks,
+                       data_collator=DataCollatorWithPadding(tokenizer),
+                       train_dataset=_pointwise_dataset(train_rows, tokenizer, cfg.max_length),
+                       eval_dataset=_pointwise_dataset(test_rows, tokenizer, cfg.max_length))
+    from trl import RewardConfig, RewardTrainer
+
+    args = trainer_args(RewardConfig, fields, f"{section}.trainer", workdir, save_strategy="no",
+                        max_length=cfg.max_length)
+    return RewardTrainer(model=model, args=args, processing_class=tokenizer, callbacks=callbacks,
+                         train_dataset=_pair_dataset(train_rows, tokenizer, cfg.max_length),
+                         eval_dataset=_pair_dataset(test_rows, tokenizer, cfg.max_length))
+
+
+def evaluate(model_dir: Path, rows: list[dict[str, Any]], batch_size: int) -> dict[str, Any]:
+    """Pairwise accuracy of a saved reward model on preference rows, with the count of pairs and of ties."""
+    model, tokenizer = load_scorer(model_dir)
+    prompts = [r["prompt"] for r in rows]
+    chosen = score_with(model, tokenizer, prompts, [r["chosen"][-1]["content"] for r in rows], batch_size)
+    rejected = score_with(model, tokenizer, prompts, [r["rejected"][-1]["content"] for r in rows], batch_size)
+    return {"pairwise_accuracy": pairwise_accuracy(chosen, rejected), "n": len(rows),
+            "ties": sum(c == r for c, r in zip(chosen, rejected))}
+
+
+def train(kind: str, section: str, cfg: params.RewardModel, model_dir: Path, train_path: Path, test_path: Path,
+          out: Path, metrics: Path, live: Path | None, seed: int) -> dict[str, Any]:
+    """Train a reward model of `kind`, save model and tokenizer to `out`, write its test metrics to `metrics`."""
+    if kind not in KINDS:
+        raise UserError(f"--kind {kind}: must be one of {', '.join(KINDS)}")
+    train_rows, test_rows = read_jsonl(train_path, ULTRAFEEDBACK), read_jsonl(test_path, ULTRAFEEDBACK)
+    if not train_rows or not test_rows:
+        raise UserError(f"{train_path if not train_rows else test_path}: no preference pairs")
+    model, tokenizer = build_encoder(cfg, section, model_dir, seed)
+    with tempfile.TemporaryDirectory() as workdir:
+        trainer = _make_trainer(kind, section, cfg, model, tokenizer, train_rows, test_rows, Path(workdir), live)
+        trainer.train()
+        tmp = out.with_name(out.name + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        trainer.save_model(str(tmp))
+        tokenizer.save_pretrained(tmp)
+    result = evaluate(tmp, test_rows, trainer.args.per_device_eval_batch_size)
+    shutil.rmtree(out, ignore_errors=True)
+    tmp.rename(out)
+    write_json(metrics, result)
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--kind", choices=KINDS, required=True)
+    parser.add_argument("--section", required=True, help="the params.yaml section of this run")
+    parser.add_argument("--model", type=Path, required=True, help="folder whose tokenizer a `build` encoder uses")
+    parser.add_argument("--train", type=Path, required=True, help="UltraFeedback-schema preference pairs")
+    parser.add_argument("--test", type=Path, required=True, help="held-out pairs for the pairwise accuracy")
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--metrics", type=Path, required=True)
+    parser.add_argument("--live", type=Path, help="DVCLive folder for the training curves")
+    args = parser.parse_args()
+    p = params.load()
+    section = getattr(p, args.section, None)
+    if not isinstance(section, params.RewardModel):
+        raise UserError(f"--section {args.section}: not a reward-model section of params.yaml")
+    result = train(args.kind, args.section, section, args.model, args.train, args.test, args.out, args.metrics,
+                   args.live, p.seed)
+    print(f"{args.section}: pairwise accuracy {result['pairwise_accuracy']:.3f} on {result['n']} pairs -> {args.out}")
+
+
+if __name__ == "__main__":
+    run_main(main)
