@@ -19,8 +19,7 @@ from stages.data_io import write_text
 from stages.errors import UserError, run_main
 
 # Columns in reading order; pass@k and best-of-k columns follow for every k the metrics hold.
-LEADING = ["model", "n", "accuracy", "score", "format_rate", "completion_tokens", "samples_per_prompt",
-           "sample_accuracy", "sample_score"]
+LEADING = ["model", "n", "accuracy", "score", "format_rate", "completion_tokens", "samples_per_prompt"]
 
 
 def load_metrics(paths: list[Path]) -> list[dict]:

@@ -8,12 +8,12 @@ Writes one score row per generation row, and a flat metrics JSON:
 - `accuracy`, `score`, `format_rate`: greedy decoding; accuracy is the share exactly correct, score
   the reference mean (1 correct, 0.1 wrong answer in tags, 0 none; the number the seeds call
   "accuracy"), format rate the share with an answer tag.
-- `sample_accuracy`, `sample_score`: the same over every sample of the pool.
 - `pass_at_<k>` for each k in `score.best_of`, from the one pool of n samples per prompt with the
   unbiased estimator 1 - C(n-c, k)/C(n, k). The verifier is exact, so best-of-k with the verifier picks a
   correct sample whenever one exists: pass@k is best-of-k accuracy.
 - `best_of_<k>_score`: the expected best reference score among k samples drawn from the pool without
-  replacement (exact, over all k-subsets), i.e. best-of-k on the seeds' scale.
+  replacement (exact, over all k-subsets), i.e. best-of-k on the seeds' scale. With k = 1 these two are
+  the sampled accuracy and score.
 """
 
 from __future__ import annotations
@@ -78,8 +78,6 @@ def metrics(greedy: list[dict], pool: list[dict], best_of: list[int], n_tasks: i
         "format_rate": mean([r["reason"] != "no_answer_tag" for r in greedy]),
         "completion_tokens": mean([r["completion_tokens"] for r in greedy]),
         "samples_per_prompt": n,
-        "sample_accuracy": mean([r["reward"] == 1.0 for r in pool]),
-        "sample_score": mean([r["reward"] for r in pool]),
     }
     for k in best_of:
         if not 1 <= k <= n:
