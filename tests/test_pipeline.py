@@ -75,5 +75,7 @@ def test_exp_run_reruns_only_what_depends_on_the_change(repo):
     run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "lock"], repo)
     out = run(["dvc", "exp", "run", "-S", "profile=smoke", "-S", "generate.sample.temperature=0.5"], repo)
     ran = {line.split("'")[1] for line in out.splitlines() if line.startswith("Running stage")}
-    assert ran == {"generate_countdown@base-sample", "generate_countdown@sft_countdown-sample",
-                   "score_countdown@base", "score_countdown@sft_countdown", "report"}, out
+    dependent = {"generate_countdown@base-sample", "generate_countdown@sft_countdown-sample",
+                 "score_countdown@base", "score_countdown@sft_countdown"}
+    # The report reruns only if a score changed; at smoke size both models may score the same again.
+    assert dependent <= ran <= dependent | {"report"}, out
