@@ -133,7 +133,7 @@ def main() -> None:
     parser.add_argument("--model", type=Path, required=True)
     parser.add_argument("--task", choices=["countdown", "instruct"], required=True)
     parser.add_argument("--prompts", type=Path, required=True)
-    parser.add_argument("--decoding", choices=["greedy", "sample"], required=True)
+    parser.add_argument("--decoding", choices=["greedy", "sample", "teacher"], required=True)
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
     p = params.load()

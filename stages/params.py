@@ -91,10 +91,76 @@ class BaseModel:
 
 
 @dataclasses.dataclass(frozen=True)
+class Launch:
+    """How training stages start: `accelerate launch` with these settings (stages/launch.py)."""
+
+    num_processes: int  # one per GPU; on a CPU, processes that train data-parallel over gloo
+    config_file: str | None  # an accelerate config file (DDP, FSDP or DeepSpeed); null: accelerate's defaults
+
+
+@dataclasses.dataclass(frozen=True)
+class Lora:
+    """PEFT LoRA adapters; the trained adapter is merged onto the base its own config records."""
+
+    r: int
+    alpha: int
+    dropout: float
+    target_modules: list[str]
+
+
+@dataclasses.dataclass(frozen=True)
+class LengthPenalty:
+    """002's penalty lambda * E[max(0, len(sample) - len(reference))^2], reaching the weights as in stages/sft.py."""
+
+    weight: float  # lambda; 0 turns the term off
+    every: int  # optimizer steps between two penalty terms (002: 100)
+    samples: int  # prompts of the current batch sampled for one penalty term
+    temperature: float
+    max_new_tokens: int
+
+
+@dataclasses.dataclass(frozen=True)
 class Sft:
-    """A supervised fine-tuning run: TRL `SFTConfig` fields, passed through as they are."""
+    """A supervised fine-tuning run: TRL `SFTConfig` fields, passed through as they are, and its options."""
 
     trainer: dict[str, Any]
+    lora: Lora | None  # null: full-parameter
+    early_stopping_patience: int | None  # evaluations without a lower eval_loss before stopping; null: off
+    length_penalty: LengthPenalty | None  # null: plain SFT
+
+
+@dataclasses.dataclass(frozen=True)
+class Dpo:
+    """Direct preference optimisation from the SFT model (TRL `DPOTrainer`)."""
+
+    beta: float
+    loss_type: str  # a TRL DPOConfig loss type ("sigmoid" is the paper's)
+    lora: Lora | None  # null: full-parameter
+    trainer: dict[str, Any]  # the other DPOConfig fields: learning rate, epochs, batch, ...
+
+
+@dataclasses.dataclass(frozen=True)
+class Rl:
+    """An RLOO or GRPO run: TRL `RLOOConfig`/`GRPOConfig` fields (stages/rl.py names the required ones)."""
+
+    trainer: dict[str, Any]
+
+
+@dataclasses.dataclass(frozen=True)
+class Synthetic:
+    """Solver-written, verified Countdown examples added to the warmstart (001 added 1,600 from GPT-4o)."""
+
+    n: int  # examples added; their puzzles come from the training split, never the held-out one
+    think: bool  # completions carry the solver's steps in <think>, as the warmstart's do
+
+
+@dataclasses.dataclass(frozen=True)
+class Distill:
+    """Distillation: each teacher answers Countdown training prompts; a student is trained on the answers."""
+
+    teachers: dict[str, str]  # name -> model folder, a stage's output (paper: models/hub/<name>, pulled)
+    prompts: int  # seeded sample of the training prompts each teacher answers
+    verified_only: bool  # keep only answers the verifier accepts
 
 
 @dataclasses.dataclass(frozen=True)
@@ -123,6 +189,7 @@ class Generate:
     batch_size: int  # prompts per batch (transformers backend)
     greedy: Decoding
     sample: Decoding
+    teacher: Decoding  # distillation: a teacher answering training prompts (003: top_p 0.8, temperature 0.7)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -136,7 +203,22 @@ class Params:
     countdown: Countdown
     instruct: Instruct
     base_model: BaseModel
+    hub_models: dict[str, str]  # name -> hub id, downloaded to models/hub/<name> (stages/pull_model.py)
+    launch: Launch
     sft_countdown: Sft
+    synthetic: Synthetic
+    sft_synthetic: Sft
+    distill: Distill
+    sft_distill: Sft
+    sft_instruct: Sft
+    sft_instruct_lora: Sft
+    sft_instruct_lp: Sft
+    dpo: Dpo
+    dpo_lora: Dpo
+    rloo_countdown: Rl
+    grpo_countdown: Rl
+    rloo_instruct: Rl
+    grpo_instruct: Rl
     reward_pointwise: RewardModel
     reward_bt: RewardModel
     generate: Generate
@@ -153,6 +235,8 @@ def _check_type(value: Any, kind: Any, where: str) -> Any:
         if value is None and type(None) in options:
             return None
         kind = next(option for option in options if option is not type(None))
+        if dataclasses.is_dataclass(kind):
+            return _build(kind, value, where)
         origin = typing.get_origin(kind)
     if origin is list:
         if not isinstance(value, list):

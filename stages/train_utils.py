@@ -43,3 +43,57 @@ def dvclive_callback(directory: Path):
     from transformers.integrations import DVCLiveCallback
 
     return DVCLiveCallback(live=Live(str(directory), dvcyaml=False, save_dvc_exp=False, report=None))
+
+
+def lora_config(lora, task_type: str = "CAUSAL_LM"):
+    """PEFT's `LoraConfig` from a `params.Lora` section."""
+    from peft import LoraConfig
+
+    return LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
+                      target_modules=list(lora.target_modules), task_type=task_type)
+
+
+def merge_adapter(adapter_dir: Path):
+    """The model an adapter describes: its weights merged onto the base its own config records.
+
+    The sources merged onto a hard-coded base (reference.md §6); here the base is the
+    `base_model_name_or_path` PEFT wrote when the adapter was trained, a path or a hub id.
+    """
+    from peft import PeftConfig, PeftModel
+    from transformers import AutoModelForCausalLM
+
+    base = PeftConfig.from_pretrained(str(adapter_dir)).base_model_name_or_path
+    try:
+        model = AutoModelForCausalLM.from_pretrained(base)
+    except OSError as err:
+        raise UserError(f"{adapter_dir}: the adapter's recorded base model {base!r} cannot be loaded: {err}") from None
+    return PeftModel.from_pretrained(model, str(adapter_dir)).merge_and_unload()
+
+
+def save_trained(trainer, tokenizer, out: Path) -> None:
+    """Save the trained model and its tokenizer to `out`, whole or not at all.
+
+    Every process calls this (FSDP and DeepSpeed gather the weights inside `save_model`); only the
+    main one writes. The model goes to `<out>.tmp` first and is renamed at the end, so an
+    interrupted stage never leaves a folder that looks finished. A LoRA model is saved as its
+    adapter (kept under `<out>/adapter`, with the base it records) and as the merged model that
+    later stages load like any other.
+    """
+    import shutil
+
+    tmp = out.with_name(out.name + ".tmp")
+    main = trainer.is_world_process_zero()
+    if main:
+        shutil.rmtree(tmp, ignore_errors=True)
+    trainer.accelerator.wait_for_everyone()
+    is_peft = hasattr(trainer.model, "peft_config")
+    trainer.save_model(str(tmp / "adapter") if is_peft else str(tmp))
+    if main:
+        if is_peft:
+            merged = merge_adapter(tmp / "adapter")
+            merged.generation_config = trainer.model.generation_config
+            merged.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        shutil.rmtree(out, ignore_errors=True)
+        tmp.rename(out)
+    trainer.accelerator.wait_for_everyone()
