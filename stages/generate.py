@@ -17,17 +17,25 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Iterator
-from dataclasses import asdict
+from dataclasses import asdict, fields, replace
 from pathlib import Path
 
 from tqdm import tqdm
 
 from stages import params
-from stages.data_io import COUNTDOWN_TASK, ULTRAFEEDBACK, read_jsonl, write_jsonl
+from stages.data_io import COUNTDOWN_TASK, SMOLTALK, ULTRAFEEDBACK, read_jsonl, validate, write_jsonl
 from stages.errors import UserError, run_main
 from stages.prompts import chat_messages, countdown_prompt
 
 STOP = "<|im_end|>"
+DECODINGS = [f.name for f in fields(params.Generate) if f.type in ("Decoding", params.Decoding)]
+
+
+def user_turn(row: dict) -> str:
+    """An instruction prompt: UltraFeedback's `prompt`, or the first user turn of a SmolTalk conversation."""
+    if "prompt" in row:
+        return row["prompt"]
+    return next(m["content"] for m in row["messages"] if m["role"] == "user")
 
 
 def render_prompts(task: str, rows: list[dict], p: params.Params, tokenizer) -> list[str]:
@@ -35,10 +43,24 @@ def render_prompts(task: str, rows: list[dict], p: params.Params, tokenizer) -> 
     if task == "countdown":
         return [countdown_prompt(p.countdown.prompt_template, r["nums"], r["target"]) for r in rows]
     return [
-        tokenizer.apply_chat_template(chat_messages(p.instruct.system_prompt, r["prompt"]), tokenize=False,
+        tokenizer.apply_chat_template(chat_messages(p.instruct.system_prompt, user_turn(r)), tokenize=False,
                                       add_generation_prompt=True)
         for r in rows
     ]
+
+
+def read_prompts(path: Path, task: str) -> list[dict]:
+    """Prompt rows: Countdown tasks, or instruction rows in the UltraFeedback or SmolTalk schema."""
+    if task == "countdown":
+        return read_jsonl(path, COUNTDOWN_TASK)
+    rows = read_jsonl(path)
+    schema = {"messages": SMOLTALK["messages"]} if rows and "prompt" not in rows[0] else {
+        "prompt": ULTRAFEEDBACK["prompt"]}
+    validate(rows, schema, str(path))
+    for i, row in enumerate(rows):
+        if "messages" in schema and not any(m["role"] == "user" for m in row["messages"]):
+            raise UserError(f"{path}: row {i}: field `messages` has no user turn")
+    return rows
 
 
 def stop_ids(tokenizer) -> list[int]:
@@ -106,11 +128,16 @@ def pick_backend(name: str) -> str:
     return "vllm" if torch.cuda.is_available() and importlib.util.find_spec("vllm") else "transformers"
 
 
-def generate(model_dir: Path, task: str, prompt_rows: list[dict], p: params.Params, decoding: str) -> list[dict]:
-    """All samples for all prompts, as rows sorted by (prompt_id, sample)."""
+def generate(model_dir: Path, task: str, prompt_rows: list[dict], p: params.Params, decoding: str,
+             temperature: float | None = None) -> list[dict]:
+    """All samples for all prompts, as rows sorted by (prompt_id, sample); `temperature` overrides the decoding's."""
     from transformers import AutoTokenizer
 
     d: params.Decoding = getattr(p.generate, decoding)
+    if temperature is not None:
+        if temperature <= 0:
+            raise UserError(f"--temperature {temperature}: a temperature sweep samples, it must be > 0")
+        d = replace(d, temperature=temperature)
     if d.temperature == 0 and d.n != 1:
         raise UserError(f"params: generate.{decoding}: greedy decoding (temperature 0) gives one sample, n must be 1")
     prompts = render_prompts(task, prompt_rows, p, AutoTokenizer.from_pretrained(model_dir))
@@ -133,12 +160,14 @@ def main() -> None:
     parser.add_argument("--model", type=Path, required=True)
     parser.add_argument("--task", choices=["countdown", "instruct"], required=True)
     parser.add_argument("--prompts", type=Path, required=True)
-    parser.add_argument("--decoding", choices=["greedy", "sample", "teacher"], required=True)
+    parser.add_argument("--decoding", choices=DECODINGS, required=True, help="a generate.<decoding> section")
+    parser.add_argument("--temperature", type=float, help="overrides the decoding's temperature (a sweep)")
+    parser.add_argument("--limit", type=int, help="the first LIMIT prompt rows only")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
     p = params.load()
-    schema = COUNTDOWN_TASK if args.task == "countdown" else {"prompt": ULTRAFEEDBACK["prompt"]}
-    rows = generate(args.model, args.task, read_jsonl(args.prompts, schema), p, args.decoding)
+    prompts = read_prompts(args.prompts, args.task)[:args.limit]
+    rows = generate(args.model, args.task, prompts, p, args.decoding, args.temperature)
     write_jsonl(args.out, rows)
 
 

@@ -190,6 +190,16 @@ class Generate:
     greedy: Decoding
     sample: Decoding
     teacher: Decoding  # distillation: a teacher answering training prompts (003: top_p 0.8, temperature 0.7)
+    instruct: Decoding  # instruction-following evaluation (001: temperature 0.2, top_p 0.9)
+    sweep: list[float]  # temperatures of the best-of-N sweep, each a pool of `sample.n` samples (001, Fig. 5)
+
+
+@dataclasses.dataclass(frozen=True)
+class Evaluation:
+    """Instruction-following evaluation: the reference every policy is compared with, and the judges."""
+
+    reference: str  # the reference model's folder (paper: models/hub/qwen_instruct, pulled)
+    judges: dict[str, dict[str, Any]]  # name -> {kind: checker|reward_model|nemotron, settings...} (stages/judges.py)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -223,6 +233,7 @@ class Params:
     reward_bt: RewardModel
     generate: Generate
     score: Score
+    evaluation: Evaluation
 
 
 def _check_type(value: Any, kind: Any, where: str) -> Any:

@@ -92,6 +92,8 @@ def save_trained(trainer, tokenizer, out: Path) -> None:
         if is_peft:
             merged = merge_adapter(tmp / "adapter")
             merged.generation_config = trainer.model.generation_config
+            for name in ("eos_token_id", "pad_token_id"):  # the chat eos the trainer set, as a full model keeps
+                setattr(merged.config, name, getattr(trainer.model.config, name, None))
             merged.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         shutil.rmtree(out, ignore_errors=True)

@@ -1,0 +1,186 @@
+"""Statistics for comparing policies on one prompt set: bootstrap intervals, win rates, a
+length-controlled win rate and paired tests. Pure numpy; no I/O, and every random draw comes from a
+seed, so a metric is the same number on every run.
+
+Prompts are the unit of every computation: each function takes one value per prompt (paired arrays in
+the same prompt order), since rewards are comparable only between responses to the same prompt and the
+prompts are the independent draws. pass@k and best-of-k live in `stages/score_countdown.py`.
+
+Length-controlled win rate (`length_controlled_win_rate`), after AlpacaEval 2.0's LC win rate (Dubois
+et al., 2024, which 002 cites): a logistic regression of the per-prompt outcome (1 win, 0.5 tie, 0
+loss, fitted as a fractional target) on tanh(d / sd(d)), d the policy's minus the reference's response
+length in tokens, d not centred; the LC win rate is the predicted win probability where d = 0, i.e.
+sigmoid(intercept). The tanh bounds the pull of a few extreme differences (a truncated ramble against a
+one-liner) and is linear near 0. Departures from AlpacaEval: (1) no per-instruction difficulty term,
+which needs many models judged on the same prompts to be identified; (2) a small ridge penalty on the
+length slope (`LC_RIDGE`), which keeps the fit finite when length alone separates wins from losses;
+(3) all wins or all losses give an LC win rate of 1 or 0, where the intercept has no finite estimate.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+# Ridge penalty on the length slope, in units of the log-likelihood: with the feature bounded in (-1, 1)
+# it weighs about as much as one prompt's outcome, so it only matters when the slope runs off to infinity.
+LC_RIDGE = 1.0
+
+
+def _per_prompt(values, name: str = "values") -> np.ndarray:
+    array = np.asarray(values, dtype=float)
+    if array.ndim == 0 or len(array) == 0:
+        raise ValueError(f"{name}: need at least one prompt")
+    if not np.all(np.isfinite(array)):
+        raise ValueError(f"{name}: holds a NaN or an infinite value")
+    return array
+
+
+def _paired(a, b) -> tuple[np.ndarray, np.ndarray]:
+    a, b = _per_prompt(a, "a"), _per_prompt(b, "b")
+    if a.shape != b.shape:
+        raise ValueError(f"paired values must have one entry per prompt each, got shapes {a.shape} and {b.shape}")
+    return a, b
+
+
+def bootstrap_ci(values, stat: Callable[[np.ndarray], float] = np.mean, n_boot: int = 2000, seed: int = 0,
+                 level: float = 0.95) -> tuple[float, float]:
+    """Percentile bootstrap interval of `stat` over prompts.
+
+    `values` holds one entry per prompt along its first axis; a 2-D array resamples rows, so a statistic of
+    paired columns (e.g. the LC win rate of outcomes and length differences) keeps the pairs together.
+    """
+    values = _per_prompt(values)
+    if not 0 < level < 1 or n_boot < 1:
+        raise ValueError(f"need 0 < level < 1 and n_boot >= 1, got level={level}, n_boot={n_boot}")
+    rng = np.random.default_rng(seed)
+    index = rng.integers(0, len(values), size=(n_boot, len(values)))
+    if stat is np.mean and values.ndim == 1:
+        stats = values[index].mean(axis=1)
+    else:
+        stats = np.array([stat(values[i]) for i in index], dtype=float)
+    tail = (1 - level) / 2
+    low, high = np.quantile(stats, [tail, 1 - tail])
+    return float(low), float(high)
+
+
+def outcomes(policy_rewards, reference_rewards, atol: float = 1e-9) -> np.ndarray:
+    """Per prompt: 1 where the policy's reward is higher, 0.5 a tie, 0 lower.
+
+    `atol` makes a tie of two means of the same rewards that differ only by rounding (a judge's rewards
+    carry at most a few decimals).
+    """
+    policy, reference = _paired(policy_rewards, reference_rewards)
+    diff = policy - reference
+    return np.where(np.abs(diff) <= atol, 0.5, np.where(diff > 0, 1.0, 0.0))
+
+
+@dataclass(frozen=True, eq=False)
+class WinRate:
+    wins: int
+    ties: int
+    losses: int
+    win_rate: float  # a tie counts half
+    win_rate_ties_as_losses: float  # the seeds' convention (reference.md §5)
+    outcomes: np.ndarray  # per prompt: 1, 0.5, 0
+
+
+def win_rate(policy_rewards, reference_rewards, atol: float = 1e-9) -> WinRate:
+    """Win rate of the policy against the reference on the same prompts, ties counted both ways."""
+    result = outcomes(policy_rewards, reference_rewards, atol)
+    wins, ties = int(np.sum(result == 1.0)), int(np.sum(result == 0.5))
+    n = len(result)
+    return WinRate(wins=wins, ties=ties, losses=n - wins - ties, win_rate=float(result.mean()),
+                   win_rate_ties_as_losses=wins / n, outcomes=result)
+
+
+def _sigmoid(x):
+    return 0.5 * (1.0 + np.tanh(0.5 * x))  # no overflow warning for large |x|
+
+
+def logistic_fit(x: np.ndarray, y: np.ndarray, ridge: np.ndarray, max_iter: int = 100) -> np.ndarray:
+    """Coefficients minimizing the cross-entropy of sigmoid(x @ beta) against y in [0, 1], plus
+    sum(ridge * beta**2) / 2, by Newton's method with step halving (the loss is convex)."""
+    def loss(beta: np.ndarray) -> float:
+        z = x @ beta
+        # -[y log p + (1 - y) log(1 - p)] = log(1 + e^z) - y z
+        return float(np.sum(np.logaddexp(0.0, z) - y * z) + 0.5 * np.sum(ridge * beta**2))
+
+    beta = np.zeros(x.shape[1])
+    current = loss(beta)
+    for _ in range(max_iter):
+        p = _sigmoid(x @ beta)
+        gradient = x.T @ (p - y) + ridge * beta
+        hessian = (x * (p * (1 - p))[:, None]).T @ x + np.diag(ridge)
+        step = np.linalg.solve(hessian + 1e-12 * np.eye(len(beta)), gradient)
+        scale = 1.0
+        while scale > 1e-8 and loss(beta - scale * step) > current:
+            scale /= 2
+        beta = beta - scale * step
+        previous, current = current, loss(beta)
+        if np.max(np.abs(scale * step)) < 1e-10 or previous - current < 1e-12:
+            break
+    return beta
+
+
+@dataclass(frozen=True)
+class LengthControlled:
+    win_rate: float  # predicted win probability at equal lengths
+    length_coef: float  # slope on tanh(d / sd(d)); > 0: longer answers win more often
+
+
+def length_controlled_win_rate(outcomes_per_prompt, policy_lengths, reference_lengths,
+                               ridge: float = LC_RIDGE) -> LengthControlled:
+    """The AlpacaEval-style LC win rate (see the module docstring)."""
+    y = _per_prompt(outcomes_per_prompt, "outcomes")
+    policy, reference = _paired(policy_lengths, reference_lengths)
+    if y.shape != policy.shape or np.any((y < 0) | (y > 1)):
+        raise ValueError("outcomes must lie in [0, 1], one per prompt, as many as the lengths")
+    if np.all(y == y[0]) and y[0] in (0.0, 1.0):
+        return LengthControlled(win_rate=float(y[0]), length_coef=0.0)
+    d = policy - reference
+    scale = d.std()
+    feature = np.tanh(d / scale) if scale > 0 else np.zeros_like(d)
+    x = np.column_stack([np.ones_like(d), feature])
+    beta = logistic_fit(x, y, ridge=np.array([0.0, ridge]))
+    return LengthControlled(win_rate=float(_sigmoid(beta[0])), length_coef=float(beta[1]))
+
+
+@dataclass(frozen=True)
+class PairedTest:
+    diff: float  # mean(a) - mean(b) over prompts
+    ci: tuple[float, float]  # percentile bootstrap interval of the difference
+    p_value: float  # two-sided, of no difference
+
+
+def paired_bootstrap(a, b, n_boot: int = 10000, seed: int = 0, level: float = 0.95) -> PairedTest:
+    """Compare two methods scored on the same items (correctness, win outcomes, rewards).
+
+    The interval resamples items, keeping each pair together. The p-value is the bootstrap test of
+    Efron and Tibshirani (1993, §16.4): resample the per-item differences shifted to mean zero, which
+    makes the null true, and count how often their mean is at least as far from zero as the one observed;
+    (count + 1) / (n_boot + 1) keeps it above zero.
+    """
+    a, b = _paired(a, b)
+    d = a - b
+    observed = float(d.mean())
+    low, high = bootstrap_ci(d, n_boot=n_boot, seed=seed, level=level)
+    rng = np.random.default_rng([seed, 1])  # a stream of its own, apart from the interval's
+    null = (d - observed)[rng.integers(0, len(d), size=(n_boot, len(d)))].mean(axis=1)
+    extreme = int(np.sum(np.abs(null) >= abs(observed) - 1e-12))
+    return PairedTest(diff=observed, ci=(low, high), p_value=(extreme + 1) / (n_boot + 1))
+
+
+def sign_test(a, b) -> float:
+    """Exact two-sided sign test of paired items: how often a beats b against how often b beats a, ties
+    dropped. On binary outcomes (two models' correctness on the same puzzles) it is the exact McNemar test."""
+    a, b = _paired(a, b)
+    above, below = int(np.sum(a > b)), int(np.sum(a < b))
+    n = above + below
+    if n == 0:
+        return 1.0
+    tail = sum(math.comb(n, i) for i in range(min(above, below) + 1))
+    return min(1.0, 2 * tail / 2**n)
