@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Iterator
-from dataclasses import asdict, fields, replace
+from dataclasses import asdict, fields
 from pathlib import Path
 
 from tqdm import tqdm
@@ -28,7 +28,7 @@ from stages.errors import UserError, run_main
 from stages.prompts import chat_messages, countdown_prompt
 
 STOP = "<|im_end|>"
-DECODINGS = [f.name for f in fields(params.Generate) if f.type in ("Decoding", params.Decoding)]
+DECODINGS = [f.name for f in fields(params.Generate) if f.type in ("Decoding", "Sweep")]  # generate.<name>
 
 
 def user_turn(row: dict) -> str:
@@ -133,11 +133,14 @@ def generate(model_dir: Path, task: str, prompt_rows: list[dict], p: params.Para
     """All samples for all prompts, as rows sorted by (prompt_id, sample); `temperature` overrides the decoding's."""
     from transformers import AutoTokenizer
 
-    d: params.Decoding = getattr(p.generate, decoding)
-    if temperature is not None:
-        if temperature <= 0:
-            raise UserError(f"--temperature {temperature}: a temperature sweep samples, it must be > 0")
-        d = replace(d, temperature=temperature)
+    if decoding == "sweep":
+        if temperature is None or temperature <= 0:
+            raise UserError("--decoding sweep needs --temperature > 0 (one of generate.sweep.temperatures)")
+        d = p.generate.sweep.at(temperature)
+    elif temperature is not None:
+        raise UserError("--temperature goes with --decoding sweep; the other decodings fix their own")
+    else:
+        d = getattr(p.generate, decoding)
     if d.temperature == 0 and d.n != 1:
         raise UserError(f"params: generate.{decoding}: greedy decoding (temperature 0) gives one sample, n must be 1")
     prompts = render_prompts(task, prompt_rows, p, AutoTokenizer.from_pretrained(model_dir))
@@ -161,7 +164,7 @@ def main() -> None:
     parser.add_argument("--task", choices=["countdown", "instruct"], required=True)
     parser.add_argument("--prompts", type=Path, required=True)
     parser.add_argument("--decoding", choices=DECODINGS, required=True, help="a generate.<decoding> section")
-    parser.add_argument("--temperature", type=float, help="overrides the decoding's temperature (a sweep)")
+    parser.add_argument("--temperature", type=float, help="--decoding sweep: the pool's temperature")
     parser.add_argument("--limit", type=int, help="the first LIMIT prompt rows only")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()

@@ -184,14 +184,26 @@ class Decoding:
 
 
 @dataclasses.dataclass(frozen=True)
+class Sweep:
+    """Pools of `n` samples per prompt, one per temperature, for best-of-N with the verifier."""
+
+    n: int
+    top_p: float
+    max_new_tokens: int
+    temperatures: list[float]
+
+    def at(self, temperature: float) -> Decoding:
+        return Decoding(n=self.n, temperature=temperature, top_p=self.top_p, max_new_tokens=self.max_new_tokens)
+
+
+@dataclasses.dataclass(frozen=True)
 class Generate:
     backend: str  # "auto", "transformers" or "vllm"
     batch_size: int  # prompts per batch (transformers backend)
     greedy: Decoding
-    sample: Decoding
     teacher: Decoding  # distillation: a teacher answering training prompts (003: top_p 0.8, temperature 0.7)
     instruct: Decoding  # instruction-following evaluation (001: temperature 0.2, top_p 0.9)
-    sweep: list[float]  # temperatures of the best-of-N sweep, each a pool of `sample.n` samples (001, Fig. 5)
+    sweep: Sweep  # best-of-N pools at several temperatures (001, Fig. 5)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -57,7 +57,7 @@ def score_rows(tasks: list[dict], generations: list[dict], where: Path) -> list[
         s = countdown.score(row["text"], task["nums"], task["target"])
         scored.append({"prompt_id": index, "sample": row["sample"], "decoding": row["decoding"],
                        "correct": s.correct, "reward": s.reward, "reason": s.reason,
-                       "completion_tokens": row["completion_tokens"]})
+                       "completion_tokens": row["completion_tokens"], "temperature": row.get("temperature")})
     return scored
 
 

@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from stages import generate, params, score_countdown
+from tests.conftest import ROOT
 from stages.base_model import SPECIAL_TOKENS
 from stages.data_io import write_jsonl
 
@@ -52,17 +53,17 @@ def test_model_build_is_seeded_qwen2(tiny_model):
 
 def _params(n: int = 3, temperature: float = 1.0) -> params.Params:
     sample = params.Decoding(n=n, temperature=temperature, top_p=1.0, max_new_tokens=12)
-    generate_cfg = params.Generate(backend="transformers", batch_size=4, sample=sample,
-                                   greedy=params.Decoding(n=1, temperature=0.0, top_p=1.0, max_new_tokens=12))
+    generate_cfg = params.Generate(backend="transformers", batch_size=4, teacher=sample, instruct=sample,
+                                   greedy=params.Decoding(n=1, temperature=0.0, top_p=1.0, max_new_tokens=12),
+                                   sweep=params.Sweep(n=n, top_p=1.0, max_new_tokens=12, temperatures=[temperature]))
     countdown = params.Countdown(prompt_template="Numbers: {nums}\nTarget: {target}\n", tasks_source="generator",
                                  tasks_split="train", train_rows=[0, 1], eval_rows=[1, 2], n_eval=1,
                                  warmstart_source="generator", warmstart_train=1, warmstart_test=1, generator=None)
     instruct = params.Instruct(smoltalk_source="generator", ultrafeedback_source="generator", system_prompt="Be brief.",
                                sft_train=1, sft_test=1, prefs_train=1, prefs_test=1, gen_train=1, gen_test=1,
                                sft_noise=0.0)
-    return params.Params(seed=0, countdown=countdown, instruct=instruct, base_model=None, sft_countdown=None,
-                         reward_pointwise=None, reward_bt=None, generate=generate_cfg,
-                         score=params.Score(best_of=[1, 2]))
+    return dataclasses.replace(params.load(ROOT / "params.yaml"), seed=0, countdown=countdown, instruct=instruct,
+                               generate=generate_cfg, score=params.Score(best_of=[1, 2]))
 
 
 TASKS = [{"target": 6, "nums": [1, 2, 3]}, {"target": 24, "nums": [2, 3, 4, 1]}, {"target": 9, "nums": [3, 3, 3]},
@@ -70,7 +71,7 @@ TASKS = [{"target": 6, "nums": [1, 2, 3]}, {"target": 24, "nums": [2, 3, 4, 1]},
 
 
 def test_generation_rows_cover_every_prompt_and_sample(tiny_model):
-    rows = generate.generate(tiny_model, "countdown", TASKS, _params(n=3), "sample")
+    rows = generate.generate(tiny_model, "countdown", TASKS, _params(n=3), "sweep", temperature=1.0)
     assert [(r["prompt_id"], r["sample"]) for r in rows] == list(itertools.product(range(5), range(3)))
     assert all(r["completion_tokens"] <= 12 and r["finish"] in ("stop", "length") for r in rows)
     assert {r["model"] for r in rows} == {tiny_model.name} and {r["temperature"] for r in rows} == {1.0}
@@ -117,9 +118,8 @@ def test_greedy_with_several_samples_is_refused(tiny_model):
     from stages.errors import UserError
 
     p = _params()
-    bad = dataclasses.replace(p, generate=dataclasses.replace(p.generate, greedy=p.generate.sample))
-    bad = dataclasses.replace(bad, generate=dataclasses.replace(bad.generate, greedy=dataclasses.replace(
-        p.generate.sample, temperature=0.0)))
+    bad = dataclasses.replace(p, generate=dataclasses.replace(p.generate, greedy=dataclasses.replace(
+        p.generate.teacher, temperature=0.0)))
     with pytest.raises(UserError, match="generate.greedy"):
         generate.generate(tiny_model, "countdown", TASKS, bad, "greedy")
 
@@ -146,13 +146,13 @@ def test_score_metrics_from_known_completions():
     greedy = [{"prompt_id": 0, "sample": 0, "decoding": "greedy", "completion_tokens": 5,
                "text": "<answer>1 + 2 + 3</answer>"},
               {"prompt_id": 1, "sample": 0, "decoding": "greedy", "completion_tokens": 3, "text": "no idea"}]
-    pool = [{"prompt_id": i, "sample": s, "decoding": "sample", "completion_tokens": 4, "text": text}
+    pool = [{"prompt_id": i, "sample": s, "decoding": "sweep", "completion_tokens": 4, "text": text, "temperature": 1.0}
             for i, texts in enumerate([["<answer>1 * 2 * 3</answer>", "<answer>3 + 3</answer>"],
                                        ["<answer>2 * 3</answer>", "<answer>2 + 3</answer>"]])
             for s, text in enumerate(texts)]
     where = Path("x.jsonl")
-    m = score_countdown.metrics(score_countdown.score_rows(tasks, greedy, where),
-                                score_countdown.score_rows(tasks, pool, where), [1, 2], len(tasks))
+    m = {**score_countdown.greedy_metrics(score_countdown.score_rows(tasks, greedy, where), seed=0),
+         **score_countdown.pool_metrics(score_countdown.score_rows(tasks, pool, where), [1, 2], len(tasks), seed=0)}
     assert m["accuracy"] == 0.5 and m["score"] == 0.5 and m["format_rate"] == 0.5 and m["n"] == 2
     assert m["pass_at_1"] == 0.5 and m["pass_at_2"] == 1.0
     assert m["best_of_2_score"] == 1.0 and m["best_of_1_score"] == pytest.approx((0.55 + 0.55) / 2)

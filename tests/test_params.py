@@ -31,7 +31,7 @@ def test_committed_params_are_the_default_composition(in_root, tmp_path):
 def test_each_profile_composes_to_valid_params(in_root, tmp_path, profile):
     compose(tmp_path / "params.yaml", [f"profile={profile}"])
     p = params.load(tmp_path / "params.yaml")
-    assert p.generate.sample.n >= max(p.score.best_of)
+    assert p.generate.sweep.n >= max(p.score.best_of)
 
 
 def test_paper_profile_uses_the_sources(in_root, tmp_path):
@@ -59,7 +59,7 @@ def _default() -> dict:
     (lambda d: d.update(sftt={}), "unknown parameter `sftt`"),
     (lambda d: d["countdown"].pop("n_eval"), "missing parameter `countdown.n_eval`"),
     (lambda d: d["countdown"].update(n_eval="many"), "`countdown.n_eval` must be int"),
-    (lambda d: d["generate"]["sample"].update(top_p=[1]), "`generate.sample.top_p` must be float"),
+    (lambda d: d["generate"]["sweep"].update(top_p=[1]), "`generate.sweep.top_p` must be float"),
     (lambda d: d["countdown"]["generator"].update(num_count=[3, "x"]), "`countdown.generator.num_count[1]`"),
 ])
 def test_bad_params_name_the_parameter(edit, message):

@@ -1,7 +1,7 @@
 """End to end: the repo copied into a fresh git repo runs `dvc repro` on the smoke profile.
 
-Checks the metric files and the report, that a second `dvc repro` does nothing, and that
-`dvc exp run -S` on a generation parameter reruns only what depends on it.
+Checks that the DAG holds every method, the metric files and the report, that a second `dvc repro`
+does nothing, and that `dvc exp run -S dpo.beta=0.05` reruns only DPO and what depends on it.
 """
 
 from __future__ import annotations
@@ -45,23 +45,53 @@ def repo(tmp_path_factory) -> Path:
     return dest
 
 
+COUNTDOWN_MODELS = ["base", "sft_countdown", "sft_synthetic", "rloo_countdown", "grpo_countdown", "distill_rloo"]
+INSTRUCT_MODELS = ["base", "sft_instruct", "sft_instruct_lora", "sft_instruct_lp", "dpo", "dpo_lora",
+                   "rloo_instruct_reward_pointwise", "rloo_instruct_reward_bt",
+                   "grpo_instruct_reward_pointwise", "grpo_instruct_reward_bt"]
+
+
+def test_dag_holds_every_method(repo):
+    stages = run(["dvc", "stage", "list", "--name-only"], repo).split()
+    for name in ["synthetic", "sft_countdown@sft_synthetic", "rl_countdown@rloo", "rl_countdown@grpo",
+                 "sft_distill@rloo", "reward_model@reward_pointwise", "reward_model@reward_bt",
+                 "sft_instruct@sft_instruct", "sft_instruct@sft_instruct_lora", "sft_instruct@sft_instruct_lp",
+                 "dpo@dpo", "dpo@dpo_lora", "rl_instruct@rloo-reward_bt", "rl_instruct@grpo-reward_pointwise",
+                 "sweep_countdown@0.7", "judge_instruct@checker-dpo", "eval_instruct@reward_bt-dpo", "report"]:
+        assert name in stages
+
+
 def test_repro_writes_metrics_and_report(repo):
-    for model in ("base", "sft_countdown"):
+    for model in COUNTDOWN_MODELS:
         m = json.loads((repo / "metrics" / "countdown" / f"{model}.json").read_text())
-        assert m["n"] == 40 and m["samples_per_prompt"] == 4
-        assert 0.0 <= m["accuracy"] <= m["pass_at_4"] <= 1.0
-        assert m["pass_at_1"] <= m["pass_at_4"] and m["best_of_1_score"] <= m["best_of_4_score"]
-        rows = (repo / "data" / "generations" / "countdown" / f"{model}-sample.jsonl").read_text().splitlines()
-        assert len(rows) == 40 * 4
-    report = (repo / "metrics" / "report" / "countdown.md").read_text()
-    assert "| base |" in report and "| sft_countdown |" in report and "pass_at_4" in report
-    assert (repo / "metrics" / "report" / "countdown.csv").read_text().startswith("model,n,accuracy")
-    assert "loss" in (repo / "metrics" / "train" / "sft_countdown" / "metrics.json").read_text()
+        assert m["n"] == 40 and 0.0 <= m["accuracy_ci"][0] <= m["accuracy"] <= m["accuracy_ci"][1] <= 1.0
+    for t in ("0.7", "1.0"):
+        m = json.loads((repo / "metrics" / "countdown" / "sweep" / f"sft_countdown-t{t}.json").read_text())
+        assert m["samples_per_prompt"] == 4 and m["temperature"] == float(t)
+        assert m["pass_at_1"] <= m["pass_at_2"] <= m["pass_at_4"] and m["best_of_1_score"] <= m["best_of_4_score"]
+        rows = (repo / "data" / "generations" / "countdown" / "sweep" / f"sft_countdown-t{t}.jsonl").read_text()
+        assert len(rows.splitlines()) == 40 * 4
+    for judge in ("checker", "reward_bt"):
+        for model in INSTRUCT_MODELS:
+            m = json.loads((repo / "metrics" / "instruct" / judge / f"{model}.json").read_text())
+            assert m["n"] == 20 and 0.0 <= m["win_rate_ci"][0] <= m["win_rate"] <= m["win_rate_ci"][1] <= 1.0
+    # The reference is sft_instruct itself in the embedded profiles: it ties with itself on every prompt.
+    same = json.loads((repo / "metrics" / "instruct" / "checker" / "sft_instruct.json").read_text())
+    assert same["win_rate"] == 0.5 and same["ties"] == 20
+    for model in INSTRUCT_MODELS:
+        m = json.loads((repo / "metrics" / "instruct_text" / f"{model}.json").read_text())
+        assert m["perplexity"] > 1.0 and 0.0 <= m["bleu_4"] <= 100.0
     for name in ("reward_pointwise", "reward_bt"):
         m = json.loads((repo / "metrics" / "reward_model" / f"{name}.json").read_text())
         assert m["n"] == 20 and 0.0 <= m["pairwise_accuracy"] <= 1.0
+    for stage in ("sft_countdown", "rloo_countdown", "dpo", "sft_instruct_lp"):
+        assert "loss" in (repo / "metrics" / "train" / stage / "metrics.json").read_text()
+    report = (repo / "metrics" / "report" / "report.md").read_text()
+    for model in COUNTDOWN_MODELS + INSTRUCT_MODELS:
+        assert model in report
+    assert list((repo / "metrics" / "report").glob("plots/*.png"))
     shown = json.loads(run(["dvc", "metrics", "show", "--json"], repo))
-    assert "metrics/countdown/sft_countdown.json" in json.dumps(shown)
+    assert "metrics/countdown/rloo_countdown.json" in json.dumps(shown)
 
 
 def test_second_repro_does_nothing(repo):
@@ -70,12 +100,27 @@ def test_second_repro_does_nothing(repo):
     assert "up to date" in run(["dvc", "status"], repo)
 
 
+def test_remote_shares_the_results_with_a_fresh_clone(repo, tmp_path):
+    """Push to a local-folder remote, clone elsewhere, pull: the clone has nothing to rerun."""
+    run(["dvc", "remote", "add", "--default", "shared", str(tmp_path / "remote")], repo)
+    run(["git", "add", "-A"], repo)
+    run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "results and remote"], repo)
+    run(["dvc", "push"], repo)
+    clone = tmp_path / "clone"
+    run(["git", "clone", "-q", str(repo), str(clone)], tmp_path)
+    run(["dvc", "pull"], clone)
+    assert (clone / "models" / "dpo" / "model.safetensors").is_file()
+    assert "Running stage" not in run(["dvc", "repro"], clone)
+    assert "up to date" in run(["dvc", "status"], clone)
+
+
 def test_exp_run_reruns_only_what_depends_on_the_change(repo):
     run(["git", "add", "-A"], repo)
-    run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "lock"], repo)
-    out = run(["dvc", "exp", "run", "-S", "profile=smoke", "-S", "generate.sample.temperature=0.5"], repo)
+    run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "--allow-empty", "-qm", "lock"], repo)
+    out = run(["dvc", "exp", "run", "-S", "profile=smoke", "-S", "dpo.beta=0.05"], repo)
     ran = {line.split("'")[1] for line in out.splitlines() if line.startswith("Running stage")}
-    dependent = {"generate_countdown@base-sample", "generate_countdown@sft_countdown-sample",
-                 "score_countdown@base", "score_countdown@sft_countdown"}
-    # The report reruns only if a score changed; at smoke size both models may score the same again.
-    assert dependent <= ran <= dependent | {"report"}, out
+    assert "dpo@dpo" in ran, out
+    downstream = {"dpo@dpo", "generate_instruct@dpo", "text_instruct@dpo", "report"} | {
+        f"{stage}@{judge}-dpo" for stage in ("judge_instruct", "eval_instruct") for judge in ("checker", "reward_bt")}
+    # What reruns is DPO and what reads its model; a stage downstream is skipped when its inputs came out the same.
+    assert ran <= downstream, out
