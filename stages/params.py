@@ -110,7 +110,7 @@ class Lora:
 
 @dataclasses.dataclass(frozen=True)
 class LengthPenalty:
-    """002's penalty lambda * E[max(0, len(sample) - len(reference))^2], reaching the weights as in stages/sft.py."""
+    """002's penalty lambda * E[max(0, len(sample) - len(reference))^2]; stages/length_penalty.py: how it trains."""
 
     weight: float  # lambda; 0 turns the term off
     every: int  # optimizer steps between two penalty terms (002: 100)

@@ -1,73 +1,129 @@
-"""Supervised fine-tuning with TRL's `SFTTrainer`, loss on the completion only.
+"""Supervised fine-tuning with TRL's `SFTTrainer`, loss on the completion only: full, LoRA, length penalty.
 
-    python -m stages.sft --section sft_countdown --model models/base \
-        --train data/countdown/warmstart_train.jsonl --eval data/countdown/warmstart_test.jsonl \
-        --out models/sft_countdown --live metrics/train/sft_countdown
+    python -m stages.sft --section sft_instruct --model models/base \
+        --train data/instruct/sft_train.jsonl --eval data/instruct/sft_test.jsonl \
+        --out models/sft_instruct --live metrics/train/sft_instruct
 
-Reads warmstart rows (`query`, `completion`: raw-text prompt and completion) or SmolTalk rows
-(`messages`: a conversation whose last turn is the completion). `<|im_end|>` is the eos: TRL appends
-it to every completion, so the model learns to stop where generation stops. The trainer's fields
-come from `<section>.trainer` in params.yaml; curves go to DVCLive under `--live`.
+Reads warmstart rows (`query`, `completion`: raw-text prompt and completion, as for Countdown) or
+SmolTalk rows (`messages`), trained on their first user/assistant turn with `instruct.system_prompt`
+in place of any system turn of the data, so SFT sees the prompt that DPO, RL and evaluation see (an
+empty system prompt gives 003's single-turn format). `<|im_end|>` is the eos: TRL appends it to every
+completion, so the model learns to stop where generation stops. The trainer's fields come from
+`<section>.trainer` in params.yaml; curves go to DVCLive under `--live`.
+
+Options of the section: `lora` trains PEFT adapters, saved under `<out>/adapter` and merged onto the
+base the adapter records into `<out>`; `early_stopping_patience` stops after that many evaluations
+without a lower `eval_loss` and keeps the best checkpoint (checkpoints go to `<out>.checkpoints`, one
+folder every process sees, removed at the end); `length_penalty` adds 002's penalty, reaching the
+weights through a REINFORCE term (stages/length_penalty.py says how).
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import shutil
-import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from stages import params
 from stages.data_io import read_jsonl
 from stages.errors import UserError, run_main
-from stages.train_utils import dvclive_callback, trainer_args
+from stages.prompts import chat_messages
+from stages.train_utils import dvclive_callback, lora_config, save_trained, trainer_args
+
+if TYPE_CHECKING:
+    from transformers import TrainerState
 
 EOS = "<|im_end|>"
 
 
-def to_prompt_completion(row: dict) -> dict:
-    """A training example in TRL's prompt-completion format, from either schema."""
+def first_exchange(messages: list[dict]) -> tuple[str, str] | None:
+    """The first user turn and the assistant turn answering it, or None if the conversation has none."""
+    for turn, reply in zip(messages, messages[1:]):
+        if turn.get("role") == "user" and reply.get("role") == "assistant":
+            return turn["content"], reply["content"]
+    return None
+
+
+def to_prompt_completion(row: dict, system_prompt: str) -> dict | None:
+    """A training example in TRL's prompt-completion format, from either schema (None: no usable turn)."""
     if "query" in row:
         return {"prompt": row["query"], "completion": row["completion"]}
-    return {"prompt": row["messages"][:-1], "completion": row["messages"][-1:]}
+    exchange = first_exchange(row.get("messages") or [])
+    if exchange is None:
+        return None
+    user, answer = exchange
+    return {"prompt": chat_messages(system_prompt, user), "completion": [{"role": "assistant", "content": answer}]}
 
 
-def load_examples(path: Path):
+def load_examples(path: Path, system_prompt: str):
     from datasets import Dataset
 
-    rows = [to_prompt_completion(row) for row in read_jsonl(path)]
+    rows = []
+    for index, row in enumerate(read_jsonl(path)):
+        example = to_prompt_completion(row, system_prompt)
+        if example is None:
+            raise UserError(f"{path}: row {index}: neither a `query` nor `messages` with a user turn "
+                            "answered by an assistant turn")
+        rows.append(example)
     if not rows:
         raise UserError(f"{path}: no rows to train on")
     return Dataset.from_list(rows)
 
 
-def train(section: str, fields: dict, model_dir: Path, train_path: Path, eval_path: Path | None,
-          out: Path, live: Path | None) -> None:
-    """Fine-tune the model in `model_dir` and save model and tokenizer to `out`."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+def train(section: str, fields: dict, model_dir: Path, train_path: Path, eval_path: Path | None, out: Path,
+          live: Path | None, *, system_prompt: str = "", lora: params.Lora | None = None,
+          early_stopping_patience: int | None = None,
+          length_penalty: params.LengthPenalty | None = None) -> TrainerState:
+    """Fine-tune the model in `model_dir`, save model and tokenizer to `out`; the trainer's final state."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer, EarlyStoppingCallback
     from trl import SFTConfig, SFTTrainer
 
+    if early_stopping_patience is not None and eval_path is None:
+        raise UserError(f"params: `{section}.early_stopping_patience` needs a validation set: pass --eval, "
+                        "or set it to null")
+    defaults = {"eval_strategy": "epoch"} if eval_path else {}
+    if early_stopping_patience is None:
+        fixed = {"save_strategy": "no"}
+    else:
+        # Checkpoints exist only to reload the best one: keep it and the latest, no more
+        defaults |= {"save_strategy": "epoch", "save_total_limit": 1}
+        fixed = {"load_best_model_at_end": True, "metric_for_best_model": "eval_loss", "greater_is_better": False}
+    workdir = out.with_name(out.name + ".checkpoints")
+    args = trainer_args(SFTConfig, {**defaults, **fields}, f"{section}.trainer", workdir,
+                        completion_only_loss=True, eos_token=EOS, **fixed)
+
+    trainer_cls = SFTTrainer
+    if length_penalty is not None:
+        from stages.length_penalty import LengthPenaltySFTTrainer, check
+
+        check(length_penalty, f"{section}.length_penalty")
+        if args.packing or args.padding_free:  # the term needs each prompt on its own row
+            raise UserError(f"params: `{section}.length_penalty` needs unpacked rows: set "
+                            f"`{section}.trainer.packing` and `padding_free` to false")
+        if length_penalty.weight > 0:  # weight 0 is plain SFT: nothing to sample
+            trainer_cls = functools.partial(LengthPenaltySFTTrainer, length_penalty=length_penalty)
+
+    callbacks = [dvclive_callback(live)] if live else []
+    if early_stopping_patience is not None:
+        callbacks.append(EarlyStoppingCallback(early_stopping_patience=early_stopping_patience))
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    model = AutoModelForCausalLM.from_pretrained(model_dir)
-    with tempfile.TemporaryDirectory() as workdir:
-        eval_fields = {"eval_strategy": "epoch"} if eval_path else {}
-        args = trainer_args(SFTConfig, {**eval_fields, **fields}, f"{section}.trainer", Path(workdir),
-                            completion_only_loss=True, eos_token=EOS, save_strategy="no")
-        trainer = SFTTrainer(
-            model=model, args=args, processing_class=tokenizer,
-            train_dataset=load_examples(train_path),
-            eval_dataset=load_examples(eval_path) if eval_path else None,
-            callbacks=[dvclive_callback(live)] if live else None,
-        )
-        trainer.train()
-        tmp = out.with_name(out.name + ".tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        tokenizer.eos_token = EOS
-        model.generation_config.eos_token_id = tokenizer.convert_tokens_to_ids(EOS)
-        trainer.save_model(str(tmp))
-        tokenizer.save_pretrained(tmp)
-        shutil.rmtree(out, ignore_errors=True)
-        tmp.rename(out)
+    trainer = trainer_cls(
+        # fp32 master weights: a bf16 checkpoint (Qwen2.5) loads as bf16 by default, and bf16 drops small updates
+        model=AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32), args=args, processing_class=tokenizer,
+        train_dataset=load_examples(train_path, system_prompt),
+        eval_dataset=load_examples(eval_path, system_prompt) if eval_path else None,
+        callbacks=callbacks, peft_config=lora_config(lora) if lora else None,
+    )
+    trainer.train()
+    tokenizer.eos_token = EOS
+    trainer.model.generation_config.eos_token_id = tokenizer.convert_tokens_to_ids(EOS)
+    save_trained(trainer, tokenizer, out)
+    if trainer.is_world_process_zero():
+        shutil.rmtree(workdir, ignore_errors=True)
+    return trainer.state
 
 
 def main() -> None:
@@ -83,7 +139,9 @@ def main() -> None:
     section = getattr(p, args.section, None)
     if not isinstance(section, params.Sft):
         raise UserError(f"--section {args.section}: not an SFT section of params.yaml")
-    train(args.section, section.trainer, args.model, args.train, args.eval, args.out, args.live)
+    train(args.section, section.trainer, args.model, args.train, args.eval, args.out, args.live,
+          system_prompt=p.instruct.system_prompt, lora=section.lora,
+          early_stopping_patience=section.early_stopping_patience, length_penalty=section.length_penalty)
 
 
 if __name__ == "__main__":
