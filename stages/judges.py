@@ -452,10 +452,10 @@ def main() -> None:
                 if v is not None and k not in ("judge", "from_params", "prompts", "generations", "out")}
     if args.from_params:
         args.judge, settings = judge_from_params(args.from_params, settings)
-    if args.judge == "nemotron" and (args.model is None or args.base_url is None or args.cache is None):
+    if args.judge == "nemotron" and not all(settings.get(k) is not None for k in ("model", "base_url", "cache")):
         raise UserError("--judge nemotron needs --model, --base-url and --cache (the cache is what lets a "
                         "rerun skip the pairs already paid for)")
-    if args.judge == "reward_model" and args.model is None:
+    if args.judge == "reward_model" and settings.get("model") is None:
         raise UserError("--judge reward_model needs --model (a folder or hub id)")
     prompt_rows = read_jsonl(args.prompts, {"prompt": ULTRAFEEDBACK["prompt"]})
     generation_rows = read_jsonl(args.generations, GENERATION)

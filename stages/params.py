@@ -159,6 +159,7 @@ class Distill:
     """Distillation: each teacher answers Countdown training prompts; a student is trained on the answers."""
 
     teachers: dict[str, str]  # name -> model folder, a stage's output (paper: models/hub/<name>, pulled)
+    student: str  # the model folder the student starts from
     prompts: int  # seeded sample of the training prompts each teacher answers
     verified_only: bool  # keep only answers the verifier accepts
 

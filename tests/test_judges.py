@@ -311,6 +311,33 @@ def test_the_stage_scores_with_the_checker(tmp_path, monkeypatch, capsys):
         judges.make_judge("checker").score(["Tell me a story."], ["Once upon a time."])
 
 
+def test_the_stage_takes_its_judge_from_params(tmp_path, monkeypatch):
+    import yaml
+
+    from tests.conftest import ROOT
+
+    data = yaml.safe_load((ROOT / "params.yaml").read_text())
+    data["evaluation"]["judges"] = {"grader": {"kind": "checker"}, "rm": {"kind": "reward_model"},
+                                    "odd": {"kind": "oracle"}}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(data))
+    monkeypatch.chdir(tmp_path)
+    import random
+
+    from stages.instruct_tasks import make_task
+
+    write_jsonl(tmp_path / "p.jsonl", [{"prompt": make_task(random.Random(0)).prompt}])
+    write_jsonl(tmp_path / "g.jsonl", [{"prompt_id": 0, "sample": 0, "text": "hi"}])
+    files = ["--prompts", "p.jsonl", "--generations", "g.jsonl", "--out", "o.jsonl"]
+    monkeypatch.setattr(sys, "argv", ["judges", "--from-params", "grader", *files])
+    judges.main()
+    assert read_jsonl(tmp_path / "o.jsonl")[0]["judge"] == "checker"
+    for name, message in [("rm", "needs --model"), ("odd", "evaluation.judges.odd.kind"),
+                          ("missing", "no judge `evaluation.judges.missing`")]:
+        monkeypatch.setattr(sys, "argv", ["judges", "--from-params", name, *files])
+        with pytest.raises(UserError, match=message):
+            judges.main()
+
+
 @pytest.mark.parametrize("argv, message", [
     (["--judge", "nemotron"], "needs --model, --base-url and --cache"),
     (["--judge", "checker", "--model", "m"], "takes no setting model"),

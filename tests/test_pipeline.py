@@ -45,7 +45,7 @@ def repo(tmp_path_factory) -> Path:
     return dest
 
 
-COUNTDOWN_MODELS = ["base", "sft_countdown", "sft_synthetic", "rloo_countdown", "grpo_countdown", "distill_rloo"]
+COUNTDOWN_MODELS = ["base", "sft_countdown", "sft_synthetic", "rloo_countdown", "grpo_countdown", "distill_synthetic"]
 INSTRUCT_MODELS = ["base", "sft_instruct", "sft_instruct_lora", "sft_instruct_lp", "dpo", "dpo_lora",
                    "rloo_instruct_reward_pointwise", "rloo_instruct_reward_bt",
                    "grpo_instruct_reward_pointwise", "grpo_instruct_reward_bt"]
@@ -54,7 +54,7 @@ INSTRUCT_MODELS = ["base", "sft_instruct", "sft_instruct_lora", "sft_instruct_lp
 def test_dag_holds_every_method(repo):
     stages = run(["dvc", "stage", "list", "--name-only"], repo).split()
     for name in ["synthetic", "sft_countdown@sft_synthetic", "rl_countdown@rloo", "rl_countdown@grpo",
-                 "sft_distill@rloo", "reward_model@reward_pointwise", "reward_model@reward_bt",
+                 "sft_distill@synthetic", "reward_model@reward_pointwise", "reward_model@reward_bt",
                  "sft_instruct@sft_instruct", "sft_instruct@sft_instruct_lora", "sft_instruct@sft_instruct_lp",
                  "dpo@dpo", "dpo@dpo_lora", "rl_instruct@rloo-reward_bt", "rl_instruct@grpo-reward_pointwise",
                  "sweep_countdown@0.7", "judge_instruct@checker-dpo", "eval_instruct@reward_bt-dpo", "report"]:
