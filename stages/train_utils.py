@@ -38,11 +38,23 @@ def trainer_args(config_cls: type, fields: dict[str, Any], section: str, output_
 
 
 def dvclive_callback(directory: Path):
-    """A DVCLive callback writing under `directory`, leaving `dvc.yaml` alone (it declares the plots)."""
-    from dvclive import Live
+    """A DVCLive callback writing the curves under `directory`, leaving `dvc.yaml` alone (it declares the plots).
+
+    The Live object is made on the main process only, and the trainer's arguments are not logged: the
+    run's settings are `params.yaml`'s, and the arguments hold a temporary folder that would make the
+    logged file differ on every run (and the stages reading `metrics/train` rerun for nothing).
+    """
     from transformers.integrations import DVCLiveCallback
 
-    return DVCLiveCallback(live=Live(str(directory), dvcyaml=False, save_dvc_exp=False, report=None))
+    class Callback(DVCLiveCallback):
+        def setup(self, args, state, model):
+            from dvclive import Live
+
+            self._initialized = True
+            if state.is_world_process_zero and self.live is None:
+                self.live = Live(str(directory), dvcyaml=False, save_dvc_exp=False, report=None)
+
+    return Callback()
 
 
 def lora_config(lora, task_type: str = "CAUSAL_LM"):
