@@ -213,6 +213,7 @@ class Evaluation:
 
     reference: str  # the reference model's folder (paper: models/hub/qwen_instruct, pulled)
     judges: dict[str, dict[str, Any]]  # name -> {kind: checker|reward_model|nemotron, settings...} (stages/judges.py)
+    text_rows: int  # held-out SmolTalk prompts each model answers for BLEU (perplexity reads all of them)
 
 
 @dataclasses.dataclass(frozen=True)
