@@ -17,8 +17,9 @@ The output has one row per generation row: `prompt_id`, `sample`, `reward`, `jud
 The API judge, in detail:
 - Cache: a SQLite file (`--cache`), one row per scored pair, committed as each score arrives, keyed by the
   SHA-256 of (judge, model, prompt, response) as cut to the input limit, so an interrupted or repeated run
-  pays for nothing twice; the texts are not stored, nor is the key. SQLite's locking makes concurrent writers (two stages
-  at once) safe. Keep the file out of DVC's outs: DVC deletes a stage's outs before running it.
+  pays for nothing twice; the texts are not stored, nor is the key. SQLite's locking makes concurrent
+  writers (two stages at once) safe. Keep the file out of DVC's outs: DVC deletes a stage's outs before
+  running it (`cache/` is ignored by git and is no stage's output).
 - Failures: transient errors (429, 408, 409, 5xx, timeouts, lost connections) are retried up to
   `max_retries` times with exponential backoff and jitter, waiting what a Retry-After header asks (up to
   `max_wait`); a reply with no parsable reward is retried `malformed_retries` times; an input the API

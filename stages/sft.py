@@ -112,7 +112,8 @@ def train(section: str, fields: dict, model_dir: Path, train_path: Path, eval_pa
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     trainer = trainer_cls(
         # fp32 master weights: a bf16 checkpoint (Qwen2.5) loads as bf16 by default, and bf16 drops small updates
-        model=AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32), args=args, processing_class=tokenizer,
+        model=AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32),
+        args=args, processing_class=tokenizer,
         train_dataset=load_examples(train_path, system_prompt),
         eval_dataset=load_examples(eval_path, system_prompt) if eval_path else None,
         callbacks=callbacks, peft_config=lora_config(lora) if lora else None,
