@@ -133,9 +133,7 @@ def main() -> None:
     parser.add_argument("--live", type=Path, help="DVCLive folder for the training curves")
     args = parser.parse_args()
     p = params.load()
-    section = getattr(p, args.section, None)
-    if not isinstance(section, params.Dpo):
-        raise UserError(f"--section {args.section}: not a DPO section of params.yaml")
+    section = params.section(p, args.section, params.Dpo, "a DPO")
     train(args.section, section, p.instruct.system_prompt, args.model, args.train, args.eval, args.out, args.live)
 
 

@@ -299,6 +299,14 @@ def parse(data: dict[str, Any]) -> Params:
     return _build(Params, data, "")
 
 
+def section(p: Params, name: str, kind: type, what: str) -> Any:
+    """The section `name` of `p`, which a stage's `--section` names; it must be a `kind` (`what` says which)."""
+    value = getattr(p, name, None) if name in {f.name for f in dataclasses.fields(Params)} else None
+    if not isinstance(value, kind):
+        raise UserError(f"--section {name}: not {what} section of params.yaml")
+    return value
+
+
 def load(path: Path = PARAMS_FILE) -> Params:
     """Read and validate `params.yaml`."""
     try:

@@ -247,9 +247,7 @@ def main() -> None:
     parser.add_argument("--live", type=Path, help="DVCLive folder for the training curves")
     args = parser.parse_args()
     p = params.load()
-    section = getattr(p, args.section, None)
-    if not isinstance(section, params.RewardModel):
-        raise UserError(f"--section {args.section}: not a reward-model section of params.yaml")
+    section = params.section(p, args.section, params.RewardModel, "a reward-model")
     result = train(args.kind, args.section, section, args.model, args.train, args.test, args.out, args.metrics,
                    args.live, p.seed)
     print(f"{args.section}: pairwise accuracy {result['pairwise_accuracy']:.3f} on {result['n']} pairs -> {args.out}")

@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import shutil
 import tempfile
 from pathlib import Path
 
@@ -42,7 +41,7 @@ from stages.data_io import COUNTDOWN_TASK, ULTRAFEEDBACK, read_jsonl
 from stages.errors import UserError, run_main
 from stages.prompts import chat_messages, countdown_prompt
 from stages.rewards import RewardFunc, countdown_reward, reward_model_reward
-from stages.train_utils import dvclive_callback, trainer_args
+from stages.train_utils import dvclive_callback, save_trained, trainer_args
 
 EOS = "<|im_end|>"
 METHODS = ("rloo", "grpo")
@@ -110,14 +109,9 @@ def train(method: str, section: str, fields: dict, model_dir: Path, dataset, rew
             callbacks=[dvclive_callback(live)] if live else None,
         )
         trainer.train()
-        tmp = out.with_name(out.name + ".tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
         trainer.model.generation_config.eos_token_id = tokenizer.convert_tokens_to_ids(EOS)
-        trainer.save_model(str(tmp))
         tokenizer.padding_side = saved_padding_side
-        tokenizer.save_pretrained(tmp)
-        shutil.rmtree(out, ignore_errors=True)
-        tmp.rename(out)
+        save_trained(trainer, tokenizer, out)
 
 
 def main() -> None:
@@ -132,9 +126,7 @@ def main() -> None:
     parser.add_argument("--live", type=Path, help="DVCLive folder for the training curves")
     args = parser.parse_args()
     p = params.load()
-    section = getattr(p, args.section, None)
-    if not isinstance(section, params.Rl):
-        raise UserError(f"--section {args.section}: not an RL section of params.yaml")
+    section = params.section(p, args.section, params.Rl, "an RL")
     if args.task == "countdown":
         dataset = countdown_dataset(read_jsonl(args.prompts, COUNTDOWN_TASK), p.countdown.prompt_template)
         reward_funcs = [countdown_reward]

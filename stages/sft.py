@@ -137,9 +137,7 @@ def main() -> None:
     parser.add_argument("--live", type=Path, help="DVCLive folder for the training curves")
     args = parser.parse_args()
     p = params.load()
-    section = getattr(p, args.section, None)
-    if not isinstance(section, params.Sft):
-        raise UserError(f"--section {args.section}: not an SFT section of params.yaml")
+    section = params.section(p, args.section, params.Sft, "an SFT")
     train(args.section, section.trainer, args.model, args.train, args.eval, args.out, args.live,
           system_prompt=p.instruct.system_prompt, lora=section.lora,
           early_stopping_patience=section.early_stopping_patience, length_penalty=section.length_penalty)
