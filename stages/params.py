@@ -143,6 +143,7 @@ class Dpo:
 class Rl:
     """An RLOO or GRPO run: TRL `RLOOConfig`/`GRPOConfig` fields (stages/rl.py names the required ones)."""
 
+    held_out: int  # the last prompts of the file, kept out of training: the reward on fixed prompts (0: none)
     trainer: dict[str, Any]
 
 
@@ -192,6 +193,7 @@ class Sweep:
     top_p: float
     max_new_tokens: int
     temperatures: list[float]
+    prompts: int  # the first `prompts` held-out puzzles (all of them when there are fewer)
 
     def at(self, temperature: float) -> Decoding:
         return Decoding(n=self.n, temperature=temperature, top_p=self.top_p, max_new_tokens=self.max_new_tokens)

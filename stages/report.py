@@ -226,8 +226,21 @@ def instruct_md(rows: list[dict]) -> str:
           num(r["perplexity"], 2), str(r["n"]), delta(r), p_value(r.get("p_sign")), r["sources"]] for r in rows])
 
 
+def held_out_reward_rows(train: Path) -> list[dict]:
+    """Per RL stage that evaluated held-out prompts: their mean reward before training and at the end."""
+    rows = []
+    for stage in sorted(p.name for p in train.glob("*") if p.is_dir()) if train.is_dir() else []:
+        tsv = train / stage / "plots" / "metrics" / "eval" / "reward.tsv"
+        if tsv.is_file():
+            _, values = read_curve(tsv)
+            if len(values) >= 2:
+                rows.append({"stage": stage, "evaluations": len(values), "start": values[0], "end": values[-1],
+                             "change": values[-1] - values[0]})
+    return rows
+
+
 def markdown(reference: str, countdown: list[dict], best_of: list[dict], instruct: dict[str, list[dict]],
-             reward_models: list[dict], files: list[str]) -> str:
+             reward_models: list[dict], files: list[str], held_out: list[dict] | None = None) -> str:
     def ns(rows: list[dict]) -> str:
         return ", ".join(map(str, sorted({r["n"] for r in rows}))) or "none"
 
@@ -254,7 +267,12 @@ def markdown(reference: str, countdown: list[dict], best_of: list[dict], instruc
     out += ["## 4. Reward models", "", md_table(
         ["reward model", "pairwise accuracy", "n pairs"],
         [[r["model"], num(r["pairwise_accuracy"]), str(r["n"])] for r in reward_models]) if reward_models
-        else "No reward models.\n", "## 5. Files", ""]
+        else "No reward models.\n", "## 5. RL: reward on held-out prompts", "",
+        "Each RL stage samples its `held_out` prompts (kept out of training) with the training settings before "
+        "the first update and every `eval_steps`: one fixed prompt set, so the change is the policy's.", "",
+        md_table(["stage", "reward at step 0", "at the end", "change", "evaluations"],
+                 [[r["stage"], num(r["start"]), num(r["end"]), num(r["change"], sign=True), str(r["evaluations"])]
+                  for r in held_out]) if held_out else "No held-out RL evaluations.\n", "## 6. Files", ""]
     return "\n".join(out + [f"- [{f}]({f})" for f in files]) + "\n"
 
 
@@ -348,7 +366,9 @@ def build(metrics: Path, scores: Path, judged: Path, out: Path, reference: str, 
     rm_rows = [{"model": m, "n": rm[m]["n"], "pairwise_accuracy": rm[m]["pairwise_accuracy"]} for m in sorted(rm)]
 
     (out / "plots").mkdir(parents=True)
+    held_rows = held_out_reward_rows(metrics / "train")
     tables = {"countdown.csv": cd_rows, "best_of_n.csv": bo_rows, "reward_models.csv": rm_rows,
+              "rl_held_out_reward.csv": held_rows,
               **{f"instruct_{j}.csv": rows for j, rows in instruct.items()}}
     files = [name for name, rows in tables.items() if rows]
     for name in files:
@@ -367,7 +387,7 @@ def build(metrics: Path, scores: Path, judged: Path, out: Path, reference: str, 
     for stage in sorted(p.name for p in train.glob("*") if p.is_dir()) if train.is_dir() else []:
         if plot_training(out / "plots" / f"training_{stage}.png", train / stage / "plots" / "metrics"):
             files.append(f"plots/training_{stage}.png")
-    write_text(out / "report.md", markdown(reference, cd_rows, bo_rows, instruct, rm_rows, files))
+    write_text(out / "report.md", markdown(reference, cd_rows, bo_rows, instruct, rm_rows, files, held_rows))
 
 
 def main() -> None:

@@ -9,6 +9,11 @@ For each prompt the policy samples `num_generations` completions; a reward funct
 are the raw `countdown.prompt_template` with `target` and `nums` kept as columns for the reward;
 instruction prompts are the system prompt and the user turn, through the chat template.
 
+`<section>.held_out` prompts, the last of the file, are kept out of training: TRL samples them with
+the training settings at the steps `trainer.eval_strategy` names (`eval_on_start` for step 0), so the
+`eval/reward` curve follows one fixed prompt set, free of the batch-to-batch spread of puzzle
+difficulty that hides a small rise in the training batches' reward.
+
 The trainer's fields come from `<section>.trainer` in params.yaml and TRL validates them. Group size
 (`num_generations`), `beta`, `learning_rate`, `temperature` and the length cap `max_completion_length`
 must be set there: TRL's defaults differ between the two trainers (beta 0.05 vs 0, 2 vs 8
@@ -83,8 +88,22 @@ def trainer_classes(method: str) -> tuple[type, type]:
     raise UserError(f"--method must be one of {', '.join(METHODS)}, got {method!r}")
 
 
+def split_held_out(dataset, held_out: int, section: str, fields: dict):
+    """(training prompts, the last `held_out` prompts or None); the evaluation schedule must match."""
+    if not 0 <= held_out < len(dataset):
+        raise UserError(f"params: `{section}.held_out` is {held_out}; it must be at least 0 and leave some of the "
+                        f"{len(dataset)} prompts to train on")
+    evaluates = fields.get("eval_strategy", "no") != "no"
+    if evaluates != (held_out > 0):
+        raise UserError(f"params: `{section}.held_out` and `{section}.trainer.eval_strategy` go together: held-out "
+                        "prompts need an evaluation schedule, and an evaluation needs held-out prompts")
+    if held_out == 0:
+        return dataset, None
+    return dataset.select(range(len(dataset) - held_out)), dataset.select(range(len(dataset) - held_out, len(dataset)))
+
+
 def train(method: str, section: str, fields: dict, model_dir: Path, dataset, reward_funcs: list[RewardFunc],
-          out: Path, live: Path | None) -> None:
+          out: Path, live: Path | None, held_out: int = 0) -> None:
     """Train the policy in `model_dir` on `dataset`'s prompts and save model and tokenizer to `out`."""
     from transformers import AutoTokenizer
 
@@ -94,6 +113,7 @@ def train(method: str, section: str, fields: dict, model_dir: Path, dataset, rew
         raise UserError(f"params: missing parameter `{section}.trainer.{missing[0]}` (required: {', '.join(REQUIRED)})")
     if len(dataset) == 0:
         raise UserError("--prompts: no prompts to train on")
+    dataset, eval_dataset = split_held_out(dataset, held_out, section, fields)
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     if EOS not in tokenizer.get_vocab():
         raise UserError(f"{model_dir}: the tokenizer has no {EOS} token; RL starts from a chat-tuned (SFT) model")
@@ -105,7 +125,8 @@ def train(method: str, section: str, fields: dict, model_dir: Path, dataset, rew
                             save_strategy="no")
         trainer = trainer_cls(
             model=str(model_dir),  # a path: with beta > 0 TRL loads the reference from it, the starting point
-            reward_funcs=reward_funcs, args=args, train_dataset=dataset, processing_class=tokenizer,
+            reward_funcs=reward_funcs, args=args, train_dataset=dataset, eval_dataset=eval_dataset,
+            processing_class=tokenizer,
             callbacks=[dvclive_callback(live)] if live else None,
         )
         trainer.train()
@@ -136,7 +157,8 @@ def main() -> None:
         dataset = instruct_dataset(read_jsonl(args.prompts, {"prompt": ULTRAFEEDBACK["prompt"]}),
                                    p.instruct.system_prompt)
         reward_funcs = [reward_model_reward(args.reward_model)]
-    train(args.method, args.section, section.trainer, args.model, dataset, reward_funcs, args.out, args.live)
+    train(args.method, args.section, section.trainer, args.model, dataset, reward_funcs, args.out, args.live,
+          section.held_out)
 
 
 if __name__ == "__main__":

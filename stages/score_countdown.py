@@ -107,11 +107,12 @@ def main() -> None:
     parser.add_argument("--sample", type=Path, help="a pool of n sampled completions per puzzle")
     parser.add_argument("--scores", type=Path, required=True)
     parser.add_argument("--metrics", type=Path, required=True)
+    parser.add_argument("--limit", type=int, help="the first LIMIT puzzles only (as generated with --limit)")
     args = parser.parse_args()
     if args.greedy is None and args.sample is None:
         raise UserError("give --greedy, --sample or both")
     p = params.load()
-    tasks = read_jsonl(args.tasks, COUNTDOWN_TASK)
+    tasks = read_jsonl(args.tasks, COUNTDOWN_TASK)[:args.limit]
     result: dict = {}
     scored: list[dict] = []
     if args.greedy:

@@ -80,6 +80,7 @@ def make_tree(root: Path) -> None:
     for name, value in (("reward", 0.3), ("kl", 0.01), ("completions/mean_length", 14.0)):
         _write(curves / f"{name}.tsv", f"step\t{name.split('/')[-1]}\n" + "".join(
             f"{s}\t{value * (1 + s / 10)}\n" for s in range(8)))
+    _write(curves / "eval/reward.tsv", "step\treward\n0\t0.21\n5\t0.23\n9\t0.25\n")  # held-out prompts
 
 
 @pytest.fixture
@@ -122,6 +123,8 @@ def test_report_holds_every_table_csv_and_plot(tree, monkeypatch):
         assert (out / f"plots/win_rates_{judge}.png").read_bytes().startswith(PNG)
     assert "| dpo | 1.000 [1.000, 1.000] |" in text and "| n/a | n/a | 10 |" in text  # base: no BLEU, no perplexity
     assert "| reward_bt | 0.720 | 50 |" in text
+    assert "| rloo_countdown | 0.210 | 0.250 | +0.040 | 3 |" in text  # held-out reward: step 0 and the end
+    assert [r["stage"] for r in csv.DictReader(open(out / "rl_held_out_reward.csv"))] == ["rloo_countdown"]
     best = list(csv.DictReader(open(out / "best_of_n.csv")))
     assert [(r["temperature"], r["N"]) for r in best] == [(t, n) for t in ("0.7", "1.0") for n in ("1", "3", "5", "10")]
     assert all(0 <= float(r["pass_at_n_ci_lo"]) <= float(r["pass_at_n"]) <= float(r["pass_at_n_ci_hi"]) for r in best)

@@ -115,3 +115,29 @@ def test_bad_trainer_fields_fail_naming_the_parameter(fields, message, tiny_mode
 def test_unknown_method_fails():
     with pytest.raises(UserError, match="--method"):
         rl.trainer_classes("ppo")
+
+
+def test_held_out_prompts_give_an_eval_reward_curve_from_step_0(tiny_model, tmp_path):
+    puzzles = [{"target": a + 5, "nums": [a, 2, 3]} for a in range(1, 11)]
+    dataset = rl.countdown_dataset(puzzles, "Numbers: {nums}\nTarget: {target}\n")
+    train_part, held = rl.split_held_out(dataset, 2, "rloo_countdown", {"eval_strategy": "steps"})
+    assert [r["target"] for r in held] == [14, 15] and len(train_part) == 8  # the last prompts, none trained on
+    live = tmp_path / "live"
+    fields = _fields(eval_strategy="steps", eval_steps=2, eval_on_start=True, per_device_eval_batch_size=4)
+    rl.train("rloo", "rloo_countdown", fields, tiny_model, dataset, [rewards.countdown_reward, completion_length],
+             tmp_path / "out", live, held_out=2)
+    curve = (live / "plots" / "metrics" / "eval" / "reward.tsv").read_text().splitlines()
+    assert len(curve) == 1 + 2  # header, then step 0 (before any update) and step 2
+    assert "reward" in json.loads((live / "metrics.json").read_text())["eval"]
+
+
+@pytest.mark.parametrize("held_out, extra, message", [
+    (2, {}, "held_out` and `rloo_countdown.trainer.eval_strategy` go together"),
+    (0, {"eval_strategy": "steps"}, "go together"),
+    (4, {"eval_strategy": "steps"}, "rloo_countdown.held_out` is 4"),
+])
+def test_held_out_and_eval_schedule_must_agree(held_out, extra, message, tiny_model, tmp_path):
+    dataset = rl.countdown_dataset([{"target": a, "nums": [a, 1, 2]} for a in range(4)], "{nums} {target}")
+    with pytest.raises(UserError, match=message):
+        rl.train("rloo", "rloo_countdown", _fields(**extra), tiny_model, dataset, [rewards.countdown_reward],
+                 tmp_path / "out", None, held_out=held_out)
