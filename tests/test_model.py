@@ -55,7 +55,8 @@ def _params(n: int = 3, temperature: float = 1.0) -> params.Params:
     sample = params.Decoding(n=n, temperature=temperature, top_p=1.0, max_new_tokens=12)
     generate_cfg = params.Generate(backend="transformers", batch_size=4, teacher=sample, instruct=sample,
                                    greedy=params.Decoding(n=1, temperature=0.0, top_p=1.0, max_new_tokens=12),
-                                   sweep=params.Sweep(n=n, top_p=1.0, max_new_tokens=12, temperatures=[temperature]))
+                                   sweep=params.Sweep(n=n, top_p=1.0, max_new_tokens=12, temperatures=[temperature],
+                                                     prompts=10))
     countdown = params.Countdown(prompt_template="Numbers: {nums}\nTarget: {target}\n", tasks_source="generator",
                                  tasks_split="train", train_rows=[0, 1], eval_rows=[1, 2], n_eval=1,
                                  warmstart_source="generator", warmstart_train=1, warmstart_test=1, generator=None)

@@ -67,10 +67,14 @@ def test_repro_writes_metrics_and_report(repo):
         assert m["n"] == 40 and 0.0 <= m["accuracy_ci"][0] <= m["accuracy"] <= m["accuracy_ci"][1] <= 1.0
     for t in ("0.7", "1.0"):
         m = json.loads((repo / "metrics" / "countdown" / "sweep" / f"sft_countdown-t{t}.json").read_text())
-        assert m["samples_per_prompt"] == 4 and m["temperature"] == float(t)
+        assert m["samples_per_prompt"] == 4 and m["temperature"] == float(t) and m["n"] == 30  # sweep.prompts
         assert m["pass_at_1"] <= m["pass_at_2"] <= m["pass_at_4"] and m["best_of_1_score"] <= m["best_of_4_score"]
         rows = (repo / "data" / "generations" / "countdown" / "sweep" / f"sft_countdown-t{t}.jsonl").read_text()
-        assert len(rows.splitlines()) == 40 * 4
+        assert len(rows.splitlines()) == 30 * 4
+    for stage in ("rloo_countdown", "grpo_countdown", "rloo_instruct_reward_bt"):  # held-out reward: steps 0 and 2
+        curve = repo / "metrics" / "train" / stage / "plots" / "metrics" / "eval" / "reward.tsv"
+        assert len(curve.read_text().splitlines()) == 1 + 2
+    assert "| rloo_countdown | " in (repo / "metrics" / "report" / "report.md").read_text().split("held-out prompts")[1]
     for judge in ("checker", "reward_bt"):
         for model in INSTRUCT_MODELS:
             m = json.loads((repo / "metrics" / "instruct" / judge / f"{model}.json").read_text())
