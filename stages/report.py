@@ -226,10 +226,15 @@ def instruct_md(rows: list[dict]) -> str:
           num(r["perplexity"], 2), str(r["n"]), delta(r), p_value(r.get("p_sign")), r["sources"]] for r in rows])
 
 
+def training_stages(train: Path) -> list[str]:
+    """The stages that logged DVCLive curves under `train` (one folder each)."""
+    return sorted(p.name for p in train.glob("*") if p.is_dir()) if train.is_dir() else []
+
+
 def held_out_reward_rows(train: Path) -> list[dict]:
     """Per RL stage that evaluated held-out prompts: their mean reward before training and at the end."""
     rows = []
-    for stage in sorted(p.name for p in train.glob("*") if p.is_dir()) if train.is_dir() else []:
+    for stage in training_stages(train):
         tsv = train / stage / "plots" / "metrics" / "eval" / "reward.tsv"
         if tsv.is_file():
             _, values = read_curve(tsv)
@@ -240,7 +245,7 @@ def held_out_reward_rows(train: Path) -> list[dict]:
 
 
 def markdown(reference: str, countdown: list[dict], best_of: list[dict], instruct: dict[str, list[dict]],
-             reward_models: list[dict], files: list[str], held_out: list[dict] | None = None) -> str:
+             reward_models: list[dict], held_out: list[dict], files: list[str]) -> str:
     def ns(rows: list[dict]) -> str:
         return ", ".join(map(str, sorted({r["n"] for r in rows}))) or "none"
 
@@ -384,10 +389,10 @@ def build(metrics: Path, scores: Path, judged: Path, out: Path, reference: str, 
                   chance=0.5)
         files.append(f"plots/win_rates_{judge}.png")
     train = metrics / "train"
-    for stage in sorted(p.name for p in train.glob("*") if p.is_dir()) if train.is_dir() else []:
+    for stage in training_stages(train):
         if plot_training(out / "plots" / f"training_{stage}.png", train / stage / "plots" / "metrics"):
             files.append(f"plots/training_{stage}.png")
-    write_text(out / "report.md", markdown(reference, cd_rows, bo_rows, instruct, rm_rows, files, held_rows))
+    write_text(out / "report.md", markdown(reference, cd_rows, bo_rows, instruct, rm_rows, held_rows, files))
 
 
 def main() -> None:
