@@ -77,11 +77,14 @@ def dpo_args(section: str, dpo: params.Dpo, output_dir: Path, has_eval: bool):
     for name in ("beta", "loss_type"):
         if name in dpo.trainer:
             raise UserError(f"params: `{section}.trainer.{name}`: set it once, as `{section}.{name}`")
-    if dpo.loss_type not in LOSS_TYPES:
-        raise UserError(f"params: `{section}.loss_type` must be one of {', '.join(LOSS_TYPES)}, got {dpo.loss_type!r}")
+    loss_types = [dpo.loss_type] if isinstance(dpo.loss_type, str) else list(dpo.loss_type)
+    unknown = [name for name in loss_types if name not in LOSS_TYPES]
+    if unknown or not loss_types:
+        raise UserError(f"params: `{section}.loss_type` must be one of {', '.join(LOSS_TYPES)} or a list of them, "
+                        f"got {dpo.loss_type!r}")
     eval_fields = {"eval_strategy": "epoch"} if has_eval else {}
     return trainer_args(DPOConfig, {**eval_fields, **dpo.trainer}, f"{section}.trainer", output_dir,
-                        beta=dpo.beta, loss_type=dpo.loss_type, save_strategy="no")
+                        beta=dpo.beta, loss_type=loss_types, save_strategy="no")
 
 
 def build_trainer(section: str, dpo: params.Dpo, system_prompt: str, model_dir: Path, train_path: Path,

@@ -199,10 +199,12 @@ def _ultrafeedback_row(task: Task, rng: random.Random) -> dict[str, Any]:
 
 
 def build_datasets(seed: int, n_sft: int, n_prefs_train: int, n_prefs_test: int, n_gen_train: int,
-                   n_gen_test: int, sft_noise: float, n_sft_test: int | None = None) -> dict[str, list[dict]]:
+                   n_gen_test: int, sft_noise: float, n_sft_test: int | None = None,
+                   sft_verbose: float = 0.5) -> dict[str, list[dict]]:
     """SmolTalk-schema and UltraFeedback-schema splits made from the task families.
 
-    Keys: smoltalk_train (n_sft rows, a fraction `sft_noise` of them verbose or partly wrong),
+    Keys: smoltalk_train (n_sft rows, a fraction `sft_noise` of them flawed: a share `sft_verbose` of
+    those verbose, the rest partly wrong),
     smoltalk_test (n_sft_test rows, default n_gen_test, reference answers), ultrafeedback_train_prefs,
     ultrafeedback_test_prefs, ultrafeedback_train_gen, ultrafeedback_test_gen. As on the hub, the
     UltraFeedback prefs and gen splits of one side share prompts; SmolTalk's prompts are its own.
@@ -216,6 +218,8 @@ def build_datasets(seed: int, n_sft: int, n_prefs_train: int, n_prefs_test: int,
             raise ValueError(f"{name} must be a non-negative integer, got {size!r}")
     if not 0.0 <= sft_noise <= 1.0:
         raise ValueError(f"sft_noise must be in [0, 1], got {sft_noise!r}")
+    if not 0.0 <= sft_verbose <= 1.0:
+        raise ValueError(f"sft_verbose must be in [0, 1], got {sft_verbose!r}")
     rng = random.Random(seed)
     pools, start = [], 0
     sizes_in_order = (max(n_prefs_test, n_gen_test), n_sft_test, max(n_prefs_train, n_gen_train), n_sft)
@@ -225,8 +229,9 @@ def build_datasets(seed: int, n_sft: int, n_prefs_train: int, n_prefs_test: int,
         start += size
     uf_test, sft_test, uf_train, sft_train = pools
     noisy = set(rng.sample(range(n_sft), round(sft_noise * n_sft)))
+    kinds = {i: SFT_NOISE_KINDS[rng.random() >= sft_verbose] for i in sorted(noisy)}
     return {
-        "smoltalk_train": [_smoltalk_row(t, noisy_response(t.prompt, rng, rng.choice(SFT_NOISE_KINDS)) if i in noisy
+        "smoltalk_train": [_smoltalk_row(t, noisy_response(t.prompt, rng, kinds[i]) if i in noisy
                                          else reference_response(t.prompt)) for i, t in enumerate(sft_train)],
         "smoltalk_test": [_smoltalk_row(t, reference_response(t.prompt)) for t in sft_test],
         "ultrafeedback_train_prefs": [_ultrafeedback_row(t, rng) for t in uf_train[:n_prefs_train]],

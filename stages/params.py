@@ -68,6 +68,7 @@ class Instruct:
     gen_train: int
     gen_test: int
     sft_noise: float  # generator only: share of verbose or partly wrong SFT answers, as real chat data has
+    sft_verbose: float  # generator only: the verbose share of those flawed answers (the rest partly wrong)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -134,7 +135,7 @@ class Dpo:
     """Direct preference optimisation from the SFT model (TRL `DPOTrainer`)."""
 
     beta: float
-    loss_type: str  # a TRL DPOConfig loss type ("sigmoid" is the paper's)
+    loss_type: str | list[str]  # TRL DPOConfig loss type(s) ("sigmoid" is the paper's); a list adds them up
     lora: Lora | None  # null: full-parameter
     trainer: dict[str, Any]  # the other DPOConfig fields: learning rate, epochs, batch, ...
 
@@ -261,7 +262,13 @@ def _check_type(value: Any, kind: Any, where: str) -> Any:
         options = typing.get_args(kind)
         if value is None and type(None) in options:
             return None
-        kind = next(option for option in options if option is not type(None))
+        options = [option for option in options if option is not type(None)]
+        for option in options[:-1]:  # the first type the value fits; the last one's error otherwise
+            try:
+                return _check_type(value, option, where)
+            except UserError:
+                pass
+        kind = options[-1]
         if dataclasses.is_dataclass(kind):
             return _build(kind, value, where)
         origin = typing.get_origin(kind)

@@ -59,7 +59,7 @@ def from_generator(cfg: params.Instruct, seed: int) -> dict[str, list[dict]]:
         made = instruct_tasks.build_datasets(
             seed=seed, n_sft=cfg.sft_train, n_sft_test=cfg.sft_test, n_prefs_train=cfg.prefs_train,
             n_prefs_test=cfg.prefs_test, n_gen_train=cfg.gen_train, n_gen_test=cfg.gen_test,
-            sft_noise=cfg.sft_noise,
+            sft_noise=cfg.sft_noise, sft_verbose=cfg.sft_verbose,
         )
     except ValueError as err:
         raise UserError(f"instruct: {err}") from None

@@ -131,7 +131,7 @@ def test_unreachable_hub_fails_at_once_naming_the_dataset(monkeypatch):
 def instruct_cfg(**changes) -> params.Instruct:
     base = params.Instruct(smoltalk_source="generator", ultrafeedback_source="generator", system_prompt="S",
                            sft_train=300, sft_test=50, prefs_train=200, prefs_test=50, gen_train=100, gen_test=30,
-                           sft_noise=0.25)
+                           sft_noise=0.25, sft_verbose=0.5)
     return dataclasses.replace(base, **changes)
 
 

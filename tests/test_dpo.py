@@ -75,6 +75,7 @@ def test_a_bad_row_names_file_row_and_field(row, message, tmp_path):
     (section(beta=0.5), "`dpo.trainer.beta`: set it once, as `dpo.beta`"),
     (section(loss_type="ipo"), "`dpo.trainer.loss_type`"),
     (params.Dpo(beta=0.1, loss_type="sigmod", lora=None, trainer={}), "`dpo.loss_type` must be one of"),
+    (params.Dpo(beta=0.1, loss_type=["sigmoid", "sfft"], lora=None, trainer={}), "`dpo.loss_type` must be one of"),
     (section(learning_rat=1e-3), "unknown parameter `dpo.trainer.learning_rat`"),
 ])
 def test_bad_params_fail_naming_the_parameter(dpo_section, message, tmp_path):
@@ -86,6 +87,9 @@ def test_beta_and_loss_type_reach_the_config(tmp_path):
     args = dpo.dpo_args("dpo", params.Dpo(beta=0.3, loss_type="ipo", lora=None, trainer={"max_length": 32}),
                         tmp_path, has_eval=True)
     assert (args.beta, args.loss_type, args.max_length, args.eval_strategy) == (0.3, ["ipo"], 32, "epoch")
+    rpo = dpo.dpo_args("dpo", params.Dpo(beta=0.1, loss_type=["sigmoid", "sft"], lora=None, trainer={}),
+                       tmp_path, has_eval=False)
+    assert rpo.loss_type == ["sigmoid", "sft"]
 
 
 def first_logged(live: Path, metric: str) -> float:

@@ -280,6 +280,16 @@ def test_sft_noise_fraction_and_families(data):
         assert row["messages"][1]["content"] == reference_response(row["messages"][0]["content"])
 
 
+@pytest.mark.parametrize("verbose", [0.0, 0.9])
+def test_sft_verbose_share_of_the_flawed_answers(verbose):
+    rows = build_datasets(seed=3, **{**SIZES, "sft_noise": 0.5, "sft_verbose": verbose})["smoltalk_train"]
+    checks = [check(r["messages"][0]["content"], r["messages"][1]["content"]) for r in rows]
+    chatty = sum(c.correct and c.score < 10 for c in checks)  # right content in filler
+    partly_wrong = sum(not c.correct for c in checks)
+    assert chatty + partly_wrong == 200
+    assert abs(chatty / 200 - verbose) < 0.08
+
+
 def test_seed_determinism(data):
     assert build_datasets(seed=3, **SIZES) == data
     assert build_datasets(seed=4, **SIZES) != data
@@ -295,6 +305,7 @@ def test_full_size_request_fits():
     (dict(n_sft=10_000_000), "unique prompts"),
     (dict(n_prefs_train=-1), "n_prefs_train"),
     (dict(sft_noise=1.5), "sft_noise"),
+    (dict(sft_verbose=-0.1), "sft_verbose"),
 ])
 def test_bad_sizes_raise(change, message):
     with pytest.raises(ValueError, match=message):

@@ -62,7 +62,7 @@ def _params(n: int = 3, temperature: float = 1.0) -> params.Params:
                                  warmstart_source="generator", warmstart_train=1, warmstart_test=1, generator=None)
     instruct = params.Instruct(smoltalk_source="generator", ultrafeedback_source="generator", system_prompt="Be brief.",
                                sft_train=1, sft_test=1, prefs_train=1, prefs_test=1, gen_train=1, gen_test=1,
-                               sft_noise=0.0)
+                               sft_noise=0.0, sft_verbose=0.5)
     return dataclasses.replace(params.load(ROOT / "params.yaml"), seed=0, countdown=countdown, instruct=instruct,
                                generate=generate_cfg, score=params.Score(best_of=[1, 2]))
 

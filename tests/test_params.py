@@ -61,12 +61,21 @@ def _default() -> dict:
     (lambda d: d["countdown"].update(n_eval="many"), "`countdown.n_eval` must be int"),
     (lambda d: d["generate"]["sweep"].update(top_p=[1]), "`generate.sweep.top_p` must be float"),
     (lambda d: d["countdown"]["generator"].update(num_count=[3, "x"]), "`countdown.generator.num_count[1]`"),
+    (lambda d: d["dpo"].update(loss_type=["sigmoid", 3]), "`dpo.loss_type[1]` must be str"),
 ])
 def test_bad_params_name_the_parameter(edit, message):
     data = copy.deepcopy(_default())
     edit(data)
     with pytest.raises(UserError, match=message.replace("[", r"\[").replace("]", r"\]")):
         params.parse(data)
+
+
+def test_a_union_takes_the_first_type_that_fits():
+    data = copy.deepcopy(_default())
+    data["dpo"]["loss_type"] = ["sigmoid", "sft"]
+    assert params.parse(data).dpo.loss_type == ["sigmoid", "sft"]
+    data["dpo"]["loss_type"] = "ipo"
+    assert params.parse(data).dpo.loss_type == "ipo"
 
 
 def test_unknown_trainer_field_names_the_parameter(tmp_path):
