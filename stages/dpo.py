@@ -16,11 +16,12 @@ Reads UltraFeedback rows (`prompt`; `chosen`/`rejected`: [user, assistant] conve
 gives TRL conversational pairs: the prompt is the params' system prompt and the user turn, as SFT
 and evaluation render it (the sources' DPO saw a different one, reference.md §6); the completions
 are the two assistant turns, each closed by the chat template's `<|im_end|>`, the eos of the saved
-tokenizer and generation config. `beta` and `loss_type` come from `<section>`, the other
-`DPOConfig` fields from `<section>.trainer`; with `<section>.lora` set, a LoRA adapter is trained
-and merged onto the model it was trained from. Loss, reward margins and accuracies go to DVCLive
-under `--live`, on the training pairs and, with `--eval`, on the held-out ones (each epoch unless
-the trainer section sets `eval_strategy`).
+tokenizer and generation config. `beta` and `loss_type` (one TRL loss type, or a list that TRL
+adds up, e.g. `[sigmoid, sft]` for DPO with an SFT term on the chosen answers) come from
+`<section>`, the other `DPOConfig` fields from `<section>.trainer`; with `<section>.lora` set, a LoRA
+adapter is trained and merged onto the model it was trained from. Loss, reward margins and
+accuracies go to DVCLive under `--live`, on the training pairs and, with `--eval`, on the held-out
+ones (each epoch unless the trainer section sets `eval_strategy`).
 
 Where this departs from the paper: nowhere with `loss_type: sigmoid` (log-probabilities are summed
 over the answer's tokens, as published); pairs longer than `trainer.max_length` tokens are cut at
