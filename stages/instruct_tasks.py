@@ -43,7 +43,6 @@ from stages.instruct_families import CORE, EXACT, PARTIAL, WRONG
 
 FAMILIES: tuple[str, ...] = tuple(f.name for f in fam.FAMILIES)
 NOISE_KINDS = ("verbose", "partial", "format", "wrong")
-SFT_NOISE_KINDS = ("verbose", "partial")  # the flaws of real chat data: chatty, or slightly off
 MAX_INSPECT = 4096  # characters of a response that are graded: bounds the work on a huge one
 MAX_PROMPT = 1000  # longer prompts are none of ours, and a crafted one could demand a huge reference
 
@@ -229,7 +228,8 @@ def build_datasets(seed: int, n_sft: int, n_prefs_train: int, n_prefs_test: int,
         start += size
     uf_test, sft_test, uf_train, sft_train = pools
     noisy = set(rng.sample(range(n_sft), round(sft_noise * n_sft)))
-    kinds = {i: SFT_NOISE_KINDS[rng.random() >= sft_verbose] for i in sorted(noisy)}
+    # the flaws of real chat data: chatty (the right answer in filler), or slightly off
+    kinds = {i: "verbose" if rng.random() < sft_verbose else "partial" for i in sorted(noisy)}
     return {
         "smoltalk_train": [_smoltalk_row(t, noisy_response(t.prompt, rng, kinds[i]) if i in noisy
                                          else reference_response(t.prompt)) for i, t in enumerate(sft_train)],
