@@ -3,9 +3,10 @@
     python -m stages.base_model --text data/countdown/warmstart_train.jsonl data/instruct/sft_train.jsonl \
         --out models/base
 
-`base_model.source` is a hub id or a local folder (paper: `Qwen/Qwen2.5-0.5B`), copied as it is, or
-`build`: a byte-level BPE tokenizer is trained on the prepared training text with Qwen2's normalizer
-and split pattern and Qwen's special tokens and chat template, and a `Qwen2ForCausalLM` is built from
+`base_model.source` is a hub id at `base_model.revision` (paper: `Qwen/Qwen2.5-0.5B` at a pinned
+commit) or a local folder, copied as it is with `source.json` saying where from, or `build`: a
+byte-level BPE tokenizer is trained on the prepared training text with Qwen2's normalizer and split
+pattern and Qwen's special tokens and chat template, and a `Qwen2ForCausalLM` is built from
 `base_model.config`, seeded. Because the tokenizer is a `Qwen2Tokenizer` over the trained vocabulary
 and merges, every loading path (`AutoTokenizer`, TRL, vLLM) tokenizes the same way.
 
@@ -22,7 +23,7 @@ import tempfile
 from pathlib import Path
 
 from stages import params
-from stages.data_io import read_jsonl, require_hub
+from stages.data_io import SOURCE_RECORD, hub_or_folder, read_jsonl, require_hub, source_record, write_json
 from stages.errors import UserError, run_main
 from stages.train_utils import trainer_args
 
@@ -118,16 +119,22 @@ def main() -> None:
     args = parser.parse_args()
     p = params.load()
     cfg = p.base_model
+    record = None
     if cfg.source == "build":
         texts = training_text(args.text)
         model, tokenizer = build(cfg, texts, p.seed)
     else:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        if not Path(cfg.source).exists():
-            require_hub(cfg.source, "model", "base_model.source")
-        model = AutoModelForCausalLM.from_pretrained(cfg.source)
-        tokenizer = AutoTokenizer.from_pretrained(cfg.source)
+        local = hub_or_folder(cfg.source, "base_model.source")
+        if local is None:
+            require_hub(cfg.source, "model", "base_model.source", cfg.revision)
+        source = str(local) if local else cfg.source
+        at = {"revision": cfg.revision} if local is None and cfg.revision else {}  # a local copy is what it is
+        model = AutoModelForCausalLM.from_pretrained(source, **at)
+        tokenizer = AutoTokenizer.from_pretrained(source, **at)
+        # transformers reads the commit off the hub cache's snapshots/<commit>/ path it loaded from
+        record = source_record(cfg.source, cfg.revision, getattr(model.config, "_commit_hash", None), local)
     if cfg.pretrain.max_steps > 0:
         texts = training_text(args.text)
         with tempfile.TemporaryDirectory() as workdir:
@@ -137,6 +144,8 @@ def main() -> None:
     shutil.rmtree(tmp, ignore_errors=True)
     model.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
+    if record is not None:
+        write_json(tmp / SOURCE_RECORD, record)
     shutil.rmtree(args.out, ignore_errors=True)
     tmp.rename(args.out)
     print(f"base model: {n_params / 1e6:.2f}M parameters, vocabulary {len(tokenizer)} -> {args.out}")

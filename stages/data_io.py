@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import tempfile
 from collections.abc import Callable, Iterable
@@ -82,7 +83,7 @@ def _hub_reachable(timeout: float = 5.0) -> bool:
         return False
 
 
-def require_hub(repo_id: str, kind: str, parameter: str) -> None:
+def require_hub(repo_id: str, kind: str, parameter: str, revision: str | None = None) -> None:
     """Fail at once, naming the repo and the parameter, when the hub is needed but unreachable.
 
     With `HF_HUB_OFFLINE=1` the libraries read their local cache instead, so no check is made.
@@ -90,17 +91,65 @@ def require_hub(repo_id: str, kind: str, parameter: str) -> None:
     if os.environ.get("HF_HUB_OFFLINE") == "1" or _hub_reachable():
         return
     repo_type = "dataset " if kind == "dataset" else ""
+    at = f" --revision {revision}" if revision else ""
     raise UserError(
         f"cannot reach the Hugging Face hub for {kind} `{repo_id}`. Download it on a machine that can "
-        f"(`hf download {repo_id} --repo-type {kind} --local-dir DIR`), copy DIR here and run with "
+        f"(`hf download {repo_id} --repo-type {kind}{at} --local-dir DIR`), copy DIR here and run with "
         f"`-S {parameter}=DIR`, or set HF_HUB_OFFLINE=1 if it is in the local cache. ({repo_type}id: {repo_id})"
     )
 
 
-def load_rows(source: str, split: str, schema: dict[str, Check], parameter: str) -> list[dict[str, Any]]:
+# A source starting with one of these is a local path, never a hub id, whether it exists or not.
+_PATH_PREFIXES = ("/", "./", "../", "~", "models/", "data/")
+# A hub repo id: `name` or `owner/name` (letters, digits, `-`, `_`, `.`), as huggingface_hub validates it.
+_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?")
+
+
+def require_model_dir(path: str | Path, parameter: str) -> Path:
+    """`path` as an existing model folder, or a one-line `UserError` naming it and where it came from.
+
+    A stage handed a folder must never fall through to the hub: `from_pretrained("models/x")` on a
+    missing folder would try to download a repo of that name.
+    """
+    path = Path(path)
+    if not path.is_dir():
+        raise UserError(f"{path}: no such model folder (from {parameter})")
+    return path
+
+
+def is_local(source: str) -> bool:
+    """A source names a local path when it looks like one or exists; otherwise it is a hub id."""
+    return source.startswith(_PATH_PREFIXES) or Path(source).exists()
+
+
+def hub_or_folder(source: str, parameter: str) -> Path | None:
+    """The model folder `source` names (it must exist), or None for a hub id (checked for its form)."""
+    if is_local(source):
+        return require_model_dir(source, parameter)
+    if not _HUB_ID.fullmatch(source) or ".." in source:
+        raise UserError(f"`{parameter}`={source!r}: neither an existing folder nor a hub id (`owner/name`)")
+    return None
+
+
+SOURCE_RECORD = "source.json"  # in a model folder copied from the hub or a folder: where it came from
+
+
+def source_record(source: str, revision: str | None, commit: str | None, local: Path | None) -> dict[str, Any]:
+    """What `SOURCE_RECORD` holds: the id, the revision asked for, and the commit the files came from
+    (None where unknown); a local folder's own record, if it has one, as `upstream`."""
+    if local is None:
+        return {"id": source, "revision": revision, "commit": commit, "from": "hub"}
+    upstream = local / SOURCE_RECORD
+    return {"id": str(local), "revision": revision, "commit": None, "from": "local folder",
+            "upstream": json.loads(upstream.read_text()) if upstream.is_file() else None}
+
+
+def load_rows(source: str, split: str, schema: dict[str, Check], parameter: str,
+              revision: str | None = None) -> list[dict[str, Any]]:
     """Load one split of a dataset from a hub id, a local file or a local folder, and validate it.
 
-    A local file is one split by itself; a folder or a hub id is read with `split`.
+    A local file is one split by itself; a folder or a hub id is read with `split`. `revision` (a
+    commit, tag or branch; None for the default branch) applies to a hub id; a local copy is what it is.
     """
     import datasets
 
@@ -113,11 +162,15 @@ def load_rows(source: str, split: str, schema: dict[str, Check], parameter: str)
                 return read_jsonl(path, schema)
             rows = datasets.load_dataset(_LOCAL_SUFFIXES[path.suffix], data_files=str(path), split="train")
             where = str(path)
-        else:
-            if not path.exists():
-                require_hub(source, "dataset", parameter)
+        elif is_local(source):
+            if not path.is_dir():
+                raise UserError(f"{source}: no such file or folder (from `{parameter}`)")
             rows = datasets.load_dataset(source, split=split)
             where = f"{source} [{split}]"
+        else:
+            require_hub(source, "dataset", parameter, revision)
+            rows = datasets.load_dataset(source, split=split, revision=revision)
+            where = f"{source}@{revision} [{split}]" if revision else f"{source} [{split}]"
     except UserError:
         raise
     except (FileNotFoundError, ValueError, datasets.exceptions.DatasetNotFoundError) as err:

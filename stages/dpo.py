@@ -35,7 +35,7 @@ import tempfile
 from pathlib import Path
 
 from stages import params
-from stages.data_io import ULTRAFEEDBACK, read_jsonl
+from stages.data_io import ULTRAFEEDBACK, read_jsonl, require_model_dir
 from stages.errors import UserError, run_main
 from stages.prompts import chat_messages
 from stages.train_utils import dvclive_callback, lora_config, save_trained, trainer_args
@@ -136,6 +136,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--live", type=Path, help="DVCLive folder for the training curves")
     args = parser.parse_args()
+    require_model_dir(args.model, "--model")
     p = params.load()
     section = params.section(p, args.section, params.Dpo, "a DPO")
     train(args.section, section, p.instruct.system_prompt, args.model, args.train, args.eval, args.out, args.live)

@@ -39,7 +39,7 @@ from pathlib import Path
 import numpy as np
 
 from stages import params, stats
-from stages.data_io import SMOLTALK, ULTRAFEEDBACK, read_jsonl, write_json
+from stages.data_io import SMOLTALK, ULTRAFEEDBACK, read_jsonl, require_model_dir, write_json
 from stages.errors import UserError, run_main
 from stages.prompts import chat_messages
 
@@ -299,6 +299,7 @@ def main_text(argv: list[str]) -> None:
     parser.add_argument("--model", type=Path, required=True)
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
+    require_model_dir(args.model, "--model")
     p = params.load()
     references = read_jsonl(args.references, {"messages": SMOLTALK["messages"]})
     result = text_metrics(references, read_jsonl(args.generations, GENERATED), args.model,

@@ -23,7 +23,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from stages import params
-from stages.data_io import COUNTDOWN_TASK, SMOLTALK, ULTRAFEEDBACK, read_jsonl, validate, write_jsonl
+from stages.data_io import COUNTDOWN_TASK, SMOLTALK, ULTRAFEEDBACK, read_jsonl, require_model_dir, validate, write_jsonl
 from stages.errors import UserError, run_main
 from stages.prompts import chat_messages, countdown_prompt
 
@@ -168,6 +168,7 @@ def main() -> None:
     parser.add_argument("--limit", type=int, help="the first LIMIT prompt rows only")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
+    require_model_dir(args.model, "--model")
     p = params.load()
     prompts = read_prompts(args.prompts, args.task)[:args.limit]
     rows = generate(args.model, args.task, prompts, p, args.decoding, args.temperature)

@@ -59,7 +59,7 @@ from contextlib import closing, nullcontext
 from pathlib import Path
 from typing import Any, Protocol
 
-from stages.data_io import ULTRAFEEDBACK, read_jsonl, require_hub, write_jsonl
+from stages.data_io import ULTRAFEEDBACK, read_jsonl, require_model_dir, write_jsonl
 from stages.errors import UserError, run_main
 
 KEY_VARIABLE = "NVIDIA_API_KEY"
@@ -105,8 +105,7 @@ class RewardModelJudge:
     def __init__(self, model: str, batch_size: int = 32, max_length: int | None = None):
         from stages.reward_model import load_scorer
 
-        if not Path(model).exists():
-            require_hub(model, "model", "--model")
+        require_model_dir(model, "--model")  # a folder a stage made (a trained or pulled model), never a hub id
         self.model = model
         self.batch_size = batch_size
         self._model, self._tokenizer = load_scorer(model)
@@ -435,7 +434,7 @@ def main() -> None:
     which.add_argument("--judge", choices=list(JUDGES), help="a judge kind, with its settings as options")
     which.add_argument("--from-params", metavar="NAME",
                        help="the judge `evaluation.judges.NAME` of params.yaml: its kind and settings")
-    parser.add_argument("--model", help="reward_model: folder or hub id; nemotron: the API's model name")
+    parser.add_argument("--model", help="reward_model: its folder; nemotron: the API's model name")
     parser.add_argument("--base-url", help="nemotron: the OpenAI-compatible endpoint")
     parser.add_argument("--cache", type=Path, help="nemotron: SQLite file of rewards already paid for")
     parser.add_argument("--prompts", type=Path, required=True, help="UltraFeedback-schema prompt rows")

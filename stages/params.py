@@ -44,11 +44,13 @@ class Countdown:
 
     prompt_template: str  # one template for training and evaluation; {nums} renders as a Python list
     tasks_source: str  # "generator", a hub dataset id, or a local .jsonl/.parquet file or folder
+    tasks_revision: str | None  # hub commit or tag of tasks_source; null: the default branch (or not the hub)
     tasks_split: str  # split of the task source to read
     train_rows: list[int]  # [start, stop) rows of the split used for training prompts
     eval_rows: list[int]  # [start, stop) rows of the split held out for evaluation
     n_eval: int  # seeded sample of the held-out rows that every model is evaluated on
     warmstart_source: str  # "generator", a hub dataset id, or a local folder with train/test files
+    warmstart_revision: str | None
     warmstart_train: int | None  # rows kept (generator: rows made); null keeps all
     warmstart_test: int | None
     generator: CountdownGenerator
@@ -59,7 +61,9 @@ class Instruct:
     """Instruction data in the SmolTalk and UltraFeedback schemas."""
 
     smoltalk_source: str  # "generator", a hub dataset id, or a local folder
+    smoltalk_revision: str | None  # hub commit or tag; null: the default branch (or not the hub)
     ultrafeedback_source: str
+    ultrafeedback_revision: str | None
     system_prompt: str  # shared by SFT, DPO, RL and evaluation (the sources' DPO bug, reference §6)
     sft_train: int  # rows kept (generator: rows made)
     sft_test: int
@@ -86,9 +90,18 @@ class BaseModel:
     """Where the base model comes from: built here from a config, or a hub id / local folder."""
 
     source: str  # "build", a hub model id, or a local folder
+    revision: str | None  # hub commit or tag of `source`; null: the default branch (or not the hub)
     vocab_size: int  # build only: BPE vocabulary trained on the prepared text
     config: dict[str, Any]  # build only: Qwen2Config fields
     pretrain: Pretrain
+
+
+@dataclasses.dataclass(frozen=True)
+class HubModel:
+    """A model the pull_model stage copies to models/<name>: a hub repo at a revision, or a local folder."""
+
+    id: str  # a hub model id (`owner/name`), or a local folder in the hub's layout
+    revision: str | None  # hub commit or tag (a full commit sha pins it); null: the default branch (or not the hub)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -170,8 +183,8 @@ class Distill:
 class RewardModel:
     """A reward model trained on preference pairs (stages/reward_model.py); `--kind` picks the loss."""
 
-    encoder: str  # "build", a hub model id, or a local folder (loaded with a fresh one-output head)
-    config: dict[str, Any]  # build only: Qwen2Config fields of the encoder
+    encoder: str  # a model folder a stage makes (paper: models/distilbert, pulled; embedded: models/base)
+    config: dict[str, Any] | None  # Qwen2Config fields: a fresh encoder over the folder's tokenizer; null: its weights
     trainer: dict[str, Any]  # TrainingArguments fields (pointwise) or TRL RewardConfig fields (bradley_terry)
     max_length: int  # tokens of prompt + response the reward model reads; the rest is truncated
 
@@ -230,7 +243,7 @@ class Params:
     countdown: Countdown
     instruct: Instruct
     base_model: BaseModel
-    hub_models: dict[str, str]  # name -> hub id, downloaded to models/hub/<name> (stages/pull_model.py)
+    hub_models: dict[str, HubModel]  # name -> model copied to models/<name> (stages/pull_model.py)
     launch: Launch
     sft_countdown: Sft
     synthetic: Synthetic
@@ -280,7 +293,8 @@ def _check_type(value: Any, kind: Any, where: str) -> Any:
     if origin is dict:
         if not isinstance(value, dict):
             raise UserError(f"params: `{where}` must be a mapping, got {value!r}")
-        return dict(value)
+        _, item = typing.get_args(kind)
+        return {k: _check_type(v, item, f"{where}.{k}") for k, v in value.items()}
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if kind is Any or (isinstance(value, kind) and not (kind is int and isinstance(value, bool))):

@@ -107,7 +107,8 @@ def prepare(cfg: params.Countdown, seed: int) -> tuple[dict[str, list[dict]], di
     if cfg.tasks_source == "generator":
         tasks = generate_tasks(cfg.generator, max(train_stop, eval_stop), rng)
     else:
-        tasks = load_rows(cfg.tasks_source, cfg.tasks_split, COUNTDOWN_TASK, "countdown.tasks_source")
+        tasks = load_rows(cfg.tasks_source, cfg.tasks_split, COUNTDOWN_TASK, "countdown.tasks_source",
+                          cfg.tasks_revision)
     if len(tasks) < max(train_stop, eval_stop):
         raise UserError(f"{cfg.tasks_source}: {len(tasks)} rows, fewer than train_rows/eval_rows ask for")
 
@@ -133,7 +134,8 @@ def prepare(cfg: params.Countdown, seed: int) -> tuple[dict[str, list[dict]], di
         }
     else:
         splits = {
-            name: load_rows(cfg.warmstart_source, name, WARMSTART, "countdown.warmstart_source")[:limit]
+            name: load_rows(cfg.warmstart_source, name, WARMSTART, "countdown.warmstart_source",
+                            cfg.warmstart_revision)[:limit]
             for name, limit in (("train", cfg.warmstart_train), ("test", cfg.warmstart_test))
         }
     out = {"train": train, "eval": eval_rows}

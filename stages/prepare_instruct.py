@@ -44,10 +44,11 @@ def from_hub(cfg: params.Instruct, seed: int) -> dict[str, list[dict]]:
                      "gen_train": "train_gen", "gen_test": "test_gen"}
     out = {}
     for name, split in smoltalk.items():
-        rows = load_rows(cfg.smoltalk_source, split, SMOLTALK, "instruct.smoltalk_source")
+        rows = load_rows(cfg.smoltalk_source, split, SMOLTALK, "instruct.smoltalk_source", cfg.smoltalk_revision)
         out[name] = [r for r in map(first_turn, rows) if r is not None]
     for name, split in ultrafeedback.items():
-        out[name] = load_rows(cfg.ultrafeedback_source, split, ULTRAFEEDBACK, "instruct.ultrafeedback_source")
+        out[name] = load_rows(cfg.ultrafeedback_source, split, ULTRAFEEDBACK, "instruct.ultrafeedback_source",
+                              cfg.ultrafeedback_revision)
     for name, rows in out.items():
         size = getattr(cfg, name)
         out[name] = random.Random(f"{seed}/{name}").sample(rows, min(size, len(rows)))

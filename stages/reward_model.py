@@ -11,17 +11,18 @@ The two kinds of 001 (reference §4), one encoder with a single output in both:
     bradley_terry  001's "Siamese": the shared encoder scores chosen and rejected, loss
                    -log sigmoid(r_chosen - r_rejected); TRL's `RewardTrainer`.
 
-`<section>.encoder` is `build`, a `Qwen2ForSequenceClassification` built from `<section>.config` over the
-tokenizer of `--model` (the pipeline's own tokenizer, so the embedded profile stays offline), or a hub
-id / local folder (paper: `distilbert-base-uncased`) loaded with a fresh one-output head. `--model` is
-read only for `build`. The trainer's fields come from `<section>.trainer`: `TrainingArguments` fields
-for pointwise, TRL `RewardConfig` fields for bradley_terry.
+`--model` is the encoder's folder, which some stage makes (paper: `models/distilbert`, pulled from the
+hub; embedded: `models/base`), and must be `<section>.encoder`, so that the params DVC tracks name it.
+With `<section>.config` a mapping, a fresh `Qwen2ForSequenceClassification` of that config is built over
+the folder's tokenizer (the embedded profile); with `config: null` the folder's weights are loaded with
+a fresh one-output head (paper: `distilbert-base-uncased`). The trainer's fields come from
+`<section>.trainer`: `TrainingArguments` fields for pointwise, TRL `RewardConfig` fields for bradley_terry.
 
 The metric is pairwise accuracy on `--test`: the share of pairs whose chosen response scores above the
 rejected one, a tie counting one half (a coin flip's expected accuracy). `score_pairs` is the scorer
 later stages reuse (the RL reward, judges); it reads any local sequence-classification folder with one
-output, so an off-the-shelf reward model (`OpenAssistant/reward-model-deberta-v3-large`, fetched with
-`hf download`) needs no training.
+output, so an off-the-shelf reward model (`OpenAssistant/reward-model-deberta-v3-large`, pulled by the
+pull_model stage) needs no training.
 
 Departures from 001: its regression target's scaling is not published (here [0, 1]); its "Siamese"
 loop is replaced by TRL's trainer, the same loss, which also turns dropout off (`disable_dropout`)
@@ -39,7 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from stages import params
-from stages.data_io import ULTRAFEEDBACK, read_jsonl, require_hub, write_json
+from stages.data_io import ULTRAFEEDBACK, read_jsonl, require_model_dir, write_json
 from stages.errors import UserError, run_main
 from stages.train_utils import dvclive_callback, trainer_args
 
@@ -133,15 +134,16 @@ def _set_pad_token(model, tokenizer) -> None:
     model.config.pad_token_id = tokenizer.pad_token_id
 
 
-def build_encoder(cfg: params.RewardModel, section: str, tokenizer_dir: Path, seed: int):
-    """A one-output sequence classifier and its tokenizer: built from `cfg.config`, or loaded from `cfg.encoder`."""
+def build_encoder(cfg: params.RewardModel, section: str, encoder_dir: Path, seed: int):
+    """A one-output sequence classifier and its tokenizer, from the folder `encoder_dir`: a fresh Qwen2 encoder
+    of `cfg.config` over its tokenizer, or (`cfg.config` null) its weights with a fresh head."""
     from transformers import (AutoModelForSequenceClassification, AutoTokenizer, Qwen2Config,
                               Qwen2ForSequenceClassification, set_seed)
 
     set_seed(seed)  # the fresh head (and a built encoder) start the same on every run
     head = {"num_labels": 1, "problem_type": "regression"}  # one scalar score; MSE when there are labels
-    if cfg.encoder == "build":
-        tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+    tokenizer = AutoTokenizer.from_pretrained(encoder_dir)
+    if cfg.config is not None:
         if tokenizer.pad_token is None:
             tokenizer.pad_token = tokenizer.eos_token
         try:
@@ -151,10 +153,7 @@ def build_encoder(cfg: params.RewardModel, section: str, tokenizer_dir: Path, se
             raise UserError(f"params: {section}.config: {err}") from None
         model = Qwen2ForSequenceClassification(config)
     else:
-        if not Path(cfg.encoder).exists():
-            require_hub(cfg.encoder, "model", f"{section}.encoder")
-        tokenizer = AutoTokenizer.from_pretrained(cfg.encoder)
-        model = AutoModelForSequenceClassification.from_pretrained(cfg.encoder, **head)
+        model = AutoModelForSequenceClassification.from_pretrained(encoder_dir, **head)
     _set_pad_token(model, tokenizer)
     tokenizer.padding_side = "right"  # see `score_with`
     tokenizer.model_max_length = cfg.max_length  # saved with the model: `score_pairs` truncates the same way
@@ -217,6 +216,9 @@ def train(kind: str, section: str, cfg: params.RewardModel, model_dir: Path, tra
     """Train a reward model of `kind`, save model and tokenizer to `out`, write its test metrics to `metrics`."""
     if kind not in KINDS:
         raise UserError(f"--kind {kind}: must be one of {', '.join(KINDS)}")
+    if Path(model_dir) != Path(cfg.encoder):  # DVC tracks the params, so the folder read must be the one they name
+        raise UserError(f"--model {model_dir} is not `{section}.encoder` ({cfg.encoder}): pass the encoder's folder")
+    require_model_dir(model_dir, "--model")
     train_rows, test_rows = read_jsonl(train_path, ULTRAFEEDBACK), read_jsonl(test_path, ULTRAFEEDBACK)
     if not train_rows or not test_rows:
         raise UserError(f"{train_path if not train_rows else test_path}: no preference pairs")
@@ -239,7 +241,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--kind", choices=KINDS, required=True)
     parser.add_argument("--section", required=True, help="the params.yaml section of this run")
-    parser.add_argument("--model", type=Path, required=True, help="folder whose tokenizer a `build` encoder uses")
+    parser.add_argument("--model", type=Path, required=True, help="the encoder's folder, `<section>.encoder`")
     parser.add_argument("--train", type=Path, required=True, help="UltraFeedback-schema preference pairs")
     parser.add_argument("--test", type=Path, required=True, help="held-out pairs for the pairwise accuracy")
     parser.add_argument("--out", type=Path, required=True)

@@ -56,9 +56,10 @@ def reward_model_reward(model_dir: Path, batch_size: int = 32) -> RewardFunc:
     Scores come from `stages.reward_model.score_with`, so the RL reward reads text exactly as the reward
     model was trained and evaluated on it. The model is loaded once, here.
     """
+    from stages.data_io import require_model_dir
     from stages.reward_model import load_scorer, score_with
 
-    model, tokenizer = load_scorer(model_dir)
+    model, tokenizer = load_scorer(require_model_dir(model_dir, "--reward-model"))
 
     def reward(prompts: Sequence[Any], completions: Sequence[Any], **kwargs: Any) -> list[float]:
         return score_with(model, tokenizer, [prompt_text(p) for p in prompts],

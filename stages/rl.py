@@ -42,7 +42,7 @@ import tempfile
 from pathlib import Path
 
 from stages import params
-from stages.data_io import COUNTDOWN_TASK, ULTRAFEEDBACK, read_jsonl
+from stages.data_io import COUNTDOWN_TASK, ULTRAFEEDBACK, read_jsonl, require_model_dir
 from stages.errors import UserError, run_main
 from stages.prompts import chat_messages, countdown_prompt
 from stages.rewards import RewardFunc, countdown_reward, reward_model_reward
@@ -146,6 +146,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--live", type=Path, help="DVCLive folder for the training curves")
     args = parser.parse_args()
+    require_model_dir(args.model, "--model")
     p = params.load()
     section = params.section(p, args.section, params.Rl, "an RL")
     if args.task == "countdown":

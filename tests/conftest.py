@@ -85,7 +85,7 @@ def tiny_model(tmp_path_factory) -> Path:
     texts = [f"Numbers: [{a}, {b}, 3]\nTarget: {a + b + 3}\n<answer>{a} + {b} + 3</answer><|im_end|>"
              for a in range(1, 30) for b in range(1, 20)]
     texts += ["<|im_start|>user\nSay hi.<|im_end|>\n<|im_start|>assistant\nhi<|im_end|>\n"] * 20
-    cfg = params.BaseModel(source="build", vocab_size=300, config={
+    cfg = params.BaseModel(source="build", revision=None, vocab_size=300, config={
         "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2,
         "num_key_value_heads": 1, "max_position_embeddings": 256, "tie_word_embeddings": True},
         pretrain=params.Pretrain(max_steps=0, learning_rate=1e-3, batch_size=8, max_length=64))

@@ -19,9 +19,9 @@ GENERATOR = params.CountdownGenerator(num_count=[3, 4], low=1, high=20, target_l
 
 def countdown_cfg(**changes) -> params.Countdown:
     base = params.Countdown(
-        prompt_template="Numbers: {nums}\nTarget: {target}\n", tasks_source="generator", tasks_split="train",
-        train_rows=[0, 300], eval_rows=[300, 400], n_eval=60, warmstart_source="generator",
-        warmstart_train=200, warmstart_test=40, generator=GENERATOR)
+        prompt_template="Numbers: {nums}\nTarget: {target}\n", tasks_source="generator", tasks_revision=None,
+        tasks_split="train", train_rows=[0, 300], eval_rows=[300, 400], n_eval=60, warmstart_source="generator",
+        warmstart_revision=None, warmstart_train=200, warmstart_test=40, generator=GENERATOR)
     return dataclasses.replace(base, **changes)
 
 
@@ -129,7 +129,8 @@ def test_unreachable_hub_fails_at_once_naming_the_dataset(monkeypatch):
 
 
 def instruct_cfg(**changes) -> params.Instruct:
-    base = params.Instruct(smoltalk_source="generator", ultrafeedback_source="generator", system_prompt="S",
+    base = params.Instruct(smoltalk_source="generator", smoltalk_revision=None, ultrafeedback_source="generator",
+                           ultrafeedback_revision=None, system_prompt="S",
                            sft_train=300, sft_test=50, prefs_train=200, prefs_test=50, gen_train=100, gen_test=30,
                            sft_noise=0.25, sft_verbose=0.5)
     return dataclasses.replace(base, **changes)

@@ -6,11 +6,12 @@ from __future__ import annotations
 import json
 import sys
 import time
+import types
 
 import pytest
 import yaml
 
-from stages import countdown, distill, pull_model
+from stages import countdown, distill, params, pull_model
 from stages.data_io import read_jsonl, write_jsonl
 from stages.errors import UserError
 from stages.prompts import countdown_prompt
@@ -133,20 +134,22 @@ def test_pull_model_copies_a_local_folder_whole_and_only_the_model_files(tmp_pat
     out = tmp_path / "models" / "hub" / "teacher"
     out.mkdir(parents=True)
     (out / "stale.safetensors").write_text("old")
-    monkeypatch.setattr(sys, "argv", ["pull_model", "--id", str(source), "--out", str(out)])
+    hub_models = {"teacher": params.HubModel(id=str(source), revision=None)}
+    monkeypatch.setattr(params, "load", lambda: types.SimpleNamespace(hub_models=hub_models))
+    monkeypatch.setattr(sys, "argv", ["pull_model", "--name", "teacher", "--out", str(out)])
     pull_model.main()
-    assert sorted(p.name for p in out.iterdir()) == KEPT
+    assert sorted(p.name for p in out.iterdir()) == sorted([*KEPT, "source.json"])
     assert (out / "model-00002-of-00002.safetensors").read_bytes() == b"\1" * 16
     assert [p.name for p in out.parent.iterdir()] == ["teacher"]  # no temporary folder left
 
 
 def test_pull_model_without_weights_fails_and_keeps_the_old_folder(tmp_path):
     source = model_folder(tmp_path / "download")
-    for weights in source.glob("*.safetensors"):
+    for weights in [*source.glob("*.safetensors"), *source.glob("*.bin")]:
         weights.unlink()
     out = tmp_path / "hub" / "teacher"
     model_folder(out, extra=False)
-    with pytest.raises(UserError, match=r"`hub_models.teacher`=.*no \*.safetensors weights"):
+    with pytest.raises(UserError, match=r"`hub_models.teacher`=.*no weights"):
         pull_model.pull(str(source), out, "hub_models.teacher")
     assert sorted(p.name for p in out.iterdir()) == KEPT
     assert [p.name for p in out.parent.iterdir()] == ["teacher"]

@@ -42,7 +42,7 @@ def test_model_build_is_seeded_qwen2(tiny_model):
 
     model = AutoModelForCausalLM.from_pretrained(tiny_model)
     assert isinstance(model, Qwen2ForCausalLM) and model.config.num_hidden_layers == 2
-    cfg = params.BaseModel(source="build", vocab_size=300, config=dict(
+    cfg = params.BaseModel(source="build", revision=None, vocab_size=300, config=dict(
         hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1,
         max_position_embeddings=256, tie_word_embeddings=True), pretrain=None)
     texts = ["Numbers: [1, 2, 3]\nTarget: 6\n"] * 10
@@ -58,9 +58,12 @@ def _params(n: int = 3, temperature: float = 1.0) -> params.Params:
                                    sweep=params.Sweep(n=n, top_p=1.0, max_new_tokens=12, temperatures=[temperature],
                                                      prompts=10))
     countdown = params.Countdown(prompt_template="Numbers: {nums}\nTarget: {target}\n", tasks_source="generator",
-                                 tasks_split="train", train_rows=[0, 1], eval_rows=[1, 2], n_eval=1,
-                                 warmstart_source="generator", warmstart_train=1, warmstart_test=1, generator=None)
-    instruct = params.Instruct(smoltalk_source="generator", ultrafeedback_source="generator", system_prompt="Be brief.",
+                                 tasks_revision=None, tasks_split="train", train_rows=[0, 1], eval_rows=[1, 2],
+                                 n_eval=1,
+                                 warmstart_source="generator", warmstart_revision=None, warmstart_train=1,
+                                 warmstart_test=1, generator=None)
+    instruct = params.Instruct(smoltalk_source="generator", smoltalk_revision=None, ultrafeedback_source="generator",
+                               ultrafeedback_revision=None, system_prompt="Be brief.",
                                sft_train=1, sft_test=1, prefs_train=1, prefs_test=1, gen_train=1, gen_test=1,
                                sft_noise=0.0, sft_verbose=0.5)
     return dataclasses.replace(params.load(ROOT / "params.yaml"), seed=0, countdown=countdown, instruct=instruct,

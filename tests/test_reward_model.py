@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -39,14 +40,15 @@ def test_scores_map_to_unit_interval(score, target):
     assert reward_model.normalized_score(score) == pytest.approx(target)
 
 
-def _cfg(trainer: dict, encoder: str = "build") -> params.RewardModel:
-    return params.RewardModel(encoder=encoder, config=TINY_ENCODER, trainer=trainer, max_length=64)
+def _cfg(trainer: dict, encoder: Path, config: dict | None = TINY_ENCODER) -> params.RewardModel:
+    """A section whose encoder is the folder `encoder`: a fresh Qwen2 of `config` over its tokenizer, or its weights."""
+    return params.RewardModel(encoder=str(encoder), config=config, trainer=trainer, max_length=64)
 
 
 @pytest.fixture(scope="module")
 def built_scorer(tiny_model, tmp_path_factory) -> Path:
     """An untrained reward model built over the tiny model's tokenizer and saved as the stage saves one."""
-    model, tokenizer = reward_model.build_encoder(_cfg({}), "reward_test", tiny_model, seed=0)
+    model, tokenizer = reward_model.build_encoder(_cfg({}, tiny_model), "reward_test", tiny_model, seed=0)
     out = tmp_path_factory.mktemp("rm") / "scorer"
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
@@ -90,8 +92,8 @@ def test_score_pairs_reads_an_encoder_with_a_text_pair_tokenizer(tiny_distilbert
     """Any one-output classifier folder works, such as an encoder loaded with a fresh head."""
     from transformers import AutoTokenizer
 
-    model, tokenizer = reward_model.build_encoder(_cfg({}, encoder=str(tiny_distilbert)), "reward_test",
-                                                  Path("unused"), seed=0)
+    model, tokenizer = reward_model.build_encoder(_cfg({}, tiny_distilbert, config=None), "reward_test",
+                                                  tiny_distilbert, seed=0)
     ids = reward_model.encode(tokenizer, ["say hi."], ["hi"], 32)["input_ids"][0]
     assert tokenizer.convert_ids_to_tokens(ids) == ["[CLS]", "say", "hi", ".", "[SEP]", "hi", "[SEP]"]
     model.save_pretrained(tiny_distilbert.parent / "rm")
@@ -127,12 +129,13 @@ def test_each_kind_trains_and_writes_its_outputs(kind, encoder, tiny_model, tiny
                "learning_rate": 1e-2, "logging_steps": 1, "seed": 0}
     if kind == "bradley_terry":
         trainer["gradient_checkpointing"] = False  # TRL's default; pointless for a model this small
-    cfg = _cfg(trainer, encoder="build" if encoder == "build" else str(tiny_distilbert))
+    folder = tiny_model if encoder == "build" else tiny_distilbert
+    cfg = _cfg(trainer, folder, config=TINY_ENCODER if encoder == "build" else None)
     out, metrics, live = tmp_path / "rm", tmp_path / "metrics.json", tmp_path / "live"
-    result = reward_model.train(kind, "reward_test", cfg, tiny_model, tmp_path / "train.jsonl",
+    result = reward_model.train(kind, "reward_test", cfg, folder, tmp_path / "train.jsonl",
                                 tmp_path / "test.jsonl", out, metrics, live, seed=0)
 
-    initial, _ = reward_model.build_encoder(cfg, "reward_test", tiny_model, seed=0)
+    initial, _ = reward_model.build_encoder(cfg, "reward_test", folder, seed=0)
     after = load_file(out / "model.safetensors")
     assert any(not torch.equal(initial.state_dict()[k], after[k]) for k in after)
     assert json.loads(metrics.read_text()) == result
@@ -148,6 +151,21 @@ def test_an_unknown_trainer_field_names_the_parameter(tiny_model, tmp_path):
 
     write_jsonl(tmp_path / "pairs.jsonl", _pairs(4))
     with pytest.raises(UserError, match="reward_test.trainer.no_such_field"):
-        reward_model.train("pointwise", "reward_test", _cfg({"no_such_field": 1}), tiny_model,
+        reward_model.train("pointwise", "reward_test", _cfg({"no_such_field": 1}, tiny_model), tiny_model,
                            tmp_path / "pairs.jsonl", tmp_path / "pairs.jsonl", tmp_path / "rm",
                            tmp_path / "m.json", None, seed=0)
+
+
+def test_the_encoder_folder_must_be_the_sections_and_exist(tiny_model, tmp_path):
+    """`--model` is `<section>.encoder` (DVC tracks that parameter), and a folder that exists: never a hub id."""
+    from stages.errors import UserError
+
+    write_jsonl(tmp_path / "pairs.jsonl", _pairs(4))
+    files = (tmp_path / "pairs.jsonl", tmp_path / "pairs.jsonl", tmp_path / "rm", tmp_path / "m.json", None)
+    named = rf"--model models/other is not `reward_test.encoder` \({re.escape(str(tiny_model))}\)"
+    with pytest.raises(UserError, match=named):
+        reward_model.train("pointwise", "reward_test", _cfg({}, tiny_model), Path("models/other"), *files, seed=0)
+    missing = tmp_path / "models" / "distilbert"
+    with pytest.raises(UserError, match=rf"^{re.escape(str(missing))}: no such model folder \(from --model\)$"):
+        reward_model.train("pointwise", "reward_test", _cfg({}, missing, config=None), missing, *files, seed=0)
+    assert not (tmp_path / "rm").exists()
