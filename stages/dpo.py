@@ -37,7 +37,7 @@ from pathlib import Path
 from stages import params
 from stages.data_io import ULTRAFEEDBACK, read_jsonl, require_model_dir
 from stages.errors import UserError, run_main
-from stages.prompts import chat_messages
+from stages.prompts import chat_messages, load_chat_tokenizer
 from stages.train_utils import dvclive_callback, lora_config, save_trained, trainer_args
 
 EOS = "<|im_end|>"
@@ -91,13 +91,12 @@ def dpo_args(section: str, dpo: params.Dpo, output_dir: Path, has_eval: bool):
 def build_trainer(section: str, dpo: params.Dpo, system_prompt: str, model_dir: Path, train_path: Path,
                   eval_path: Path | None, output_dir: Path, live: Path | None):
     """A `DPOTrainer` whose policy and reference both start from `model_dir`."""
-    from transformers import AutoTokenizer
     from trl import DPOTrainer
 
     args = dpo_args(section, dpo, output_dir, eval_path is not None)
     train_dataset = load_preferences(train_path, system_prompt)
     eval_dataset = load_preferences(eval_path, system_prompt) if eval_path else None
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    tokenizer = load_chat_tokenizer(model_dir)
     if EOS not in tokenizer.get_vocab():
         raise UserError(f"{model_dir}: the tokenizer has no {EOS} token; DPO starts from a chat-tuned (SFT) model")
     tokenizer.eos_token = EOS

@@ -41,7 +41,7 @@ import numpy as np
 from stages import params, stats
 from stages.data_io import SMOLTALK, ULTRAFEEDBACK, read_jsonl, require_model_dir, write_json
 from stages.errors import UserError, run_main
-from stages.prompts import chat_messages
+from stages.prompts import chat_prompt, load_chat_tokenizer
 
 N_BOOT = 2000  # resamples per interval: at 200-300 prompts an endpoint moves by ~0.002 (sd) between seeds
 LEVEL = 0.95
@@ -203,19 +203,17 @@ def perplexity(model_dir: Path, system_prompt: str, prompts: list[str], response
     first tokens (counted in `perplexity_truncated`)."""
     import torch
     from tqdm import tqdm
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    tokenizer = load_chat_tokenizer(model_dir)
     # float32: the differences between methods can be small, and bf16 log-probs carry ~3 digits
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).to(device).eval()
     limit = getattr(model.config, "max_position_embeddings", None) or 10**9
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     examples, truncated = [], 0
     for prompt, response in zip(prompts, responses):
-        text = tokenizer.apply_chat_template(chat_messages(system_prompt, prompt), tokenize=False,
-                                             add_generation_prompt=True)
-        prompt_ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+        prompt_ids = tokenizer(chat_prompt(tokenizer, system_prompt, prompt), add_special_tokens=False)["input_ids"]
         response_ids = tokenizer(response + EOS, add_special_tokens=False)["input_ids"]
         ids = (prompt_ids + response_ids)[:limit]
         truncated += len(prompt_ids) + len(response_ids) > limit

@@ -6,11 +6,17 @@
 One row per (prompt, sample): `prompt_id` (row of the prompt file), `sample`, `text`,
 `prompt_tokens`, `completion_tokens`, `finish` ("stop" at `<|im_end|>`/eos, or "length"), the
 sampling settings and the model. `--decoding` names a `generate.<decoding>` section (n, temperature,
-top_p, max_new_tokens; temperature 0 is greedy).
+top_p, max_new_tokens, repetition_penalty; temperature 0 is greedy; `chat_template` puts a Countdown
+prompt in the model's chat template as the single user turn, for chat-tuned teachers).
 
-Backends write the same rows: `transformers` (CPU or GPU; prompts sorted by length and left-padded
-in batches, so padding is small and every row of a batch decodes together) and `vllm` (GPU only,
-imported only when used). `auto` takes vLLM when it is installed and a GPU is present.
+Both backends sample with the section's settings and nothing else: a model's own
+`generation_config.json` (Qwen2.5-Instruct's top_k 20, repetition_penalty 1.05, temperature 0.7) is
+not applied, so the reference and the policies sample alike; top_k is off. Backends write the same
+rows: `transformers` (CPU or GPU; prompts sorted by length and left-padded in batches, so padding is
+small and every row of a batch decodes together; one seed for the run) and `vllm` (GPU only,
+imported only when used; each prompt is its own request seeded with `seed` + its index, so a
+prompt's samples do not depend on the others). `auto` takes vLLM when it is installed and a GPU is
+present.
 """
 
 from __future__ import annotations
@@ -25,7 +31,7 @@ from tqdm import tqdm
 from stages import params
 from stages.data_io import COUNTDOWN_TASK, SMOLTALK, ULTRAFEEDBACK, read_jsonl, require_model_dir, validate, write_jsonl
 from stages.errors import UserError, run_main
-from stages.prompts import chat_messages, countdown_prompt
+from stages.prompts import chat_prompt, countdown_prompt, load_chat_tokenizer
 
 STOP = "<|im_end|>"
 DECODINGS = [f.name for f in fields(params.Generate) if f.type in ("Decoding", "Sweep")]  # generate.<name>
@@ -38,15 +44,13 @@ def user_turn(row: dict) -> str:
     return next(m["content"] for m in row["messages"] if m["role"] == "user")
 
 
-def render_prompts(task: str, rows: list[dict], p: params.Params, tokenizer) -> list[str]:
-    """The exact text each prompt row is fed to the model as."""
+def render_prompts(task: str, rows: list[dict], p: params.Params, tokenizer, chat_template: bool = False) -> list[str]:
+    """The exact text each prompt row is fed to the model as: an instruction prompt in the chat template with
+    the params' system prompt; a Countdown prompt raw, or with `chat_template` as the chat's only (user) turn."""
     if task == "countdown":
-        return [countdown_prompt(p.countdown.prompt_template, r["nums"], r["target"]) for r in rows]
-    return [
-        tokenizer.apply_chat_template(chat_messages(p.instruct.system_prompt, user_turn(r)), tokenize=False,
-                                      add_generation_prompt=True)
-        for r in rows
-    ]
+        queries = [countdown_prompt(p.countdown.prompt_template, r["nums"], r["target"]) for r in rows]
+        return [chat_prompt(tokenizer, "", q) for q in queries] if chat_template else queries
+    return [chat_prompt(tokenizer, p.instruct.system_prompt, user_turn(r)) for r in rows]
 
 
 def read_prompts(path: Path, task: str) -> list[dict]:
@@ -68,6 +72,18 @@ def stop_ids(tokenizer) -> list[int]:
     return sorted({tokenizer.convert_tokens_to_ids(STOP), tokenizer.eos_token_id} - {None})
 
 
+def generation_config(d: params.Decoding, stops: list[int], pad_token_id: int):
+    """transformers' `GenerationConfig` for a decoding: its settings, top_k off, the library's neutral defaults."""
+    from transformers import GenerationConfig
+
+    sampling = {"do_sample": False}  # greedy: temperature and the top-k/top-p filters do not apply
+    if d.temperature > 0:
+        sampling = {"do_sample": True, "temperature": d.temperature, "top_p": d.top_p, "top_k": 0}
+    return GenerationConfig(**sampling, repetition_penalty=d.repetition_penalty,
+                            max_new_tokens=d.max_new_tokens, num_return_sequences=d.n, eos_token_id=stops,
+                            pad_token_id=pad_token_id)
+
+
 def generate_transformers(model_dir: Path, prompts: list[str], d: params.Decoding, batch_size: int,
                           seed: int) -> Iterator[tuple[int, int, str, int, int, str]]:
     """Yield (prompt index, sample, text, prompt tokens, completion tokens, finish) in batches."""
@@ -82,16 +98,17 @@ def generate_transformers(model_dir: Path, prompts: list[str], d: params.Decodin
     stops = stop_ids(tokenizer)
     lengths = [len(ids) for ids in tokenizer(prompts, add_special_tokens=False)["input_ids"]]
     order = sorted(range(len(prompts)), key=lambda i: lengths[i])
-    sampling = {"do_sample": True, "temperature": d.temperature, "top_p": d.top_p} if d.temperature > 0 else {
-        "do_sample": False, "temperature": None, "top_p": None, "top_k": None}
+    config = generation_config(d, stops, tokenizer.pad_token_id)
+    # `generate` fills each setting a config leaves unset from the model's own generation_config: with
+    # that replaced too, only the decoding's settings and the library's neutral defaults remain.
+    model.generation_config = config
     torch.manual_seed(seed)
     for start in tqdm(range(0, len(order), batch_size), desc=f"generating {model_dir.name}", unit="batch"):
         batch = order[start:start + batch_size]
         enc = tokenizer([prompts[i] for i in batch], return_tensors="pt", padding=True,
                         add_special_tokens=False).to(device)
         with torch.inference_mode():
-            out = model.generate(**enc, max_new_tokens=d.max_new_tokens, num_return_sequences=d.n,
-                                 eos_token_id=stops, pad_token_id=tokenizer.pad_token_id, **sampling)
+            out = model.generate(**enc, generation_config=config)
         new = out[:, enc["input_ids"].shape[1]:].tolist()
         for row, tokens in enumerate(new):
             index = batch[row // d.n]
@@ -108,9 +125,12 @@ def generate_vllm(model_dir: Path, prompts: list[str], d: params.Decoding,
 
     llm = LLM(model=str(model_dir), seed=seed)
     stops = stop_ids(llm.get_tokenizer())
-    sampling = SamplingParams(n=d.n, temperature=d.temperature, top_p=d.top_p if d.temperature > 0 else 1.0,
-                              max_tokens=d.max_new_tokens, stop_token_ids=stops, seed=seed)
-    for index, result in enumerate(llm.generate(prompts, sampling)):
+    # One SamplingParams per prompt (vLLM pairs a list with the prompts), each with its own seed. Every
+    # setting is given, so none comes from the model's generation_config; top_k 0 is off.
+    requests = [SamplingParams(n=d.n, temperature=d.temperature, top_p=d.top_p if d.temperature > 0 else 1.0,
+                               top_k=0, repetition_penalty=d.repetition_penalty, max_tokens=d.max_new_tokens,
+                               stop_token_ids=stops, seed=seed + index) for index in range(len(prompts))]
+    for index, result in enumerate(llm.generate(prompts, requests)):
         for sample, completion in enumerate(result.outputs):
             finish = "stop" if completion.finish_reason == "stop" else "length"
             yield index, sample, completion.text, len(result.prompt_token_ids), len(completion.token_ids), finish
@@ -131,8 +151,6 @@ def pick_backend(name: str) -> str:
 def generate(model_dir: Path, task: str, prompt_rows: list[dict], p: params.Params, decoding: str,
              temperature: float | None = None) -> list[dict]:
     """All samples for all prompts, as rows sorted by (prompt_id, sample); `temperature` overrides the decoding's."""
-    from transformers import AutoTokenizer
-
     if decoding == "sweep":
         if temperature is None or temperature <= 0:
             raise UserError("--decoding sweep needs --temperature > 0 (one of generate.sweep.temperatures)")
@@ -143,7 +161,7 @@ def generate(model_dir: Path, task: str, prompt_rows: list[dict], p: params.Para
         d = getattr(p.generate, decoding)
     if d.temperature == 0 and d.n != 1:
         raise UserError(f"params: generate.{decoding}: greedy decoding (temperature 0) gives one sample, n must be 1")
-    prompts = render_prompts(task, prompt_rows, p, AutoTokenizer.from_pretrained(model_dir))
+    prompts = render_prompts(task, prompt_rows, p, load_chat_tokenizer(model_dir), d.chat_template)
     backend = pick_backend(p.generate.backend)
     if backend == "vllm":
         samples = generate_vllm(model_dir, prompts, d, p.seed)

@@ -191,12 +191,15 @@ class RewardModel:
 
 @dataclasses.dataclass(frozen=True)
 class Decoding:
-    """One way of sampling completions."""
+    """One way of sampling completions: these settings and no others (no model's own generation defaults)."""
 
     n: int  # samples per prompt
     temperature: float  # 0 means greedy
     top_p: float
     max_new_tokens: int
+    repetition_penalty: float  # CTRL's penalty on tokens already in the prompt or completion; 1.0 is off (001: 1.1)
+    chat_template: bool  # Countdown: the prompt as the single user turn of the model's chat template (instruction
+    #                      prompts always go through it)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -208,9 +211,12 @@ class Sweep:
     max_new_tokens: int
     temperatures: list[float]
     prompts: int  # the first `prompts` held-out puzzles (all of them when there are fewer)
+    repetition_penalty: float
+    chat_template: bool
 
     def at(self, temperature: float) -> Decoding:
-        return Decoding(n=self.n, temperature=temperature, top_p=self.top_p, max_new_tokens=self.max_new_tokens)
+        return Decoding(n=self.n, temperature=temperature, top_p=self.top_p, max_new_tokens=self.max_new_tokens,
+                        repetition_penalty=self.repetition_penalty, chat_template=self.chat_template)
 
 
 @dataclasses.dataclass(frozen=True)

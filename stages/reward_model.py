@@ -42,6 +42,7 @@ from typing import Any
 from stages import params
 from stages.data_io import ULTRAFEEDBACK, read_jsonl, require_model_dir, write_json
 from stages.errors import UserError, run_main
+from stages.prompts import load_chat_tokenizer
 from stages.train_utils import dvclive_callback, trainer_args
 
 KINDS = ("pointwise", "bradley_terry")
@@ -65,8 +66,9 @@ def encode(tokenizer, prompts: Sequence[str], responses: Sequence[str], max_leng
     """Token ids of what the reward model reads, for training and scoring alike, unpadded.
 
     A tokenizer with a chat template (the pipeline's Qwen2 one) renders the [user, assistant] turn as
-    the policy sees it; an encoder's tokenizer (BERT, DeBERTa) gets the prompt and response as a text
-    pair, `[CLS] prompt [SEP] response [SEP]`, which is how OpenAssistant's reward models were trained.
+    the policy sees it, with no system turn (`load_chat_tokenizer` takes out a template's default); an
+    encoder's tokenizer (BERT, DeBERTa) gets the prompt and response as a text pair,
+    `[CLS] prompt [SEP] response [SEP]`, which is how OpenAssistant's reward models were trained.
     No token type ids: TRL's preference collator drops them, so scoring must not depend on them.
     """
     if len(prompts) != len(responses):
@@ -112,9 +114,9 @@ def score_with(model, tokenizer, prompts: Sequence[str], responses: Sequence[str
 def load_scorer(model_dir: str | Path):
     """The model (on the GPU when there is one) and tokenizer of a reward model folder, with a pad token set."""
     import torch
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    from transformers import AutoModelForSequenceClassification
 
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    tokenizer = load_chat_tokenizer(model_dir)
     model = AutoModelForSequenceClassification.from_pretrained(model_dir)
     _set_pad_token(model, tokenizer)
     return model.to("cuda" if torch.cuda.is_available() else "cpu"), tokenizer
@@ -137,12 +139,11 @@ def _set_pad_token(model, tokenizer) -> None:
 def build_encoder(cfg: params.RewardModel, section: str, encoder_dir: Path, seed: int):
     """A one-output sequence classifier and its tokenizer, from the folder `encoder_dir`: a fresh Qwen2 encoder
     of `cfg.config` over its tokenizer, or (`cfg.config` null) its weights with a fresh head."""
-    from transformers import (AutoModelForSequenceClassification, AutoTokenizer, Qwen2Config,
-                              Qwen2ForSequenceClassification, set_seed)
+    from transformers import AutoModelForSequenceClassification, Qwen2Config, Qwen2ForSequenceClassification, set_seed
 
     set_seed(seed)  # the fresh head (and a built encoder) start the same on every run
     head = {"num_labels": 1, "problem_type": "regression"}  # one scalar score; MSE when there are labels
-    tokenizer = AutoTokenizer.from_pretrained(encoder_dir)
+    tokenizer = load_chat_tokenizer(encoder_dir)
     if cfg.config is not None:
         if tokenizer.pad_token is None:
             tokenizer.pad_token = tokenizer.eos_token

@@ -44,7 +44,7 @@ from pathlib import Path
 from stages import params
 from stages.data_io import COUNTDOWN_TASK, ULTRAFEEDBACK, read_jsonl, require_model_dir
 from stages.errors import UserError, run_main
-from stages.prompts import chat_messages, countdown_prompt
+from stages.prompts import chat_messages, countdown_prompt, load_chat_tokenizer
 from stages.rewards import RewardFunc, countdown_reward, reward_model_reward
 from stages.train_utils import dvclive_callback, save_trained, trainer_args
 
@@ -105,8 +105,6 @@ def split_held_out(dataset, held_out: int, section: str, fields: dict):
 def train(method: str, section: str, fields: dict, model_dir: Path, dataset, reward_funcs: list[RewardFunc],
           out: Path, live: Path | None, held_out: int = 0) -> None:
     """Train the policy in `model_dir` on `dataset`'s prompts and save model and tokenizer to `out`."""
-    from transformers import AutoTokenizer
-
     config_cls, trainer_cls = trainer_classes(method)
     missing = [name for name in REQUIRED if name not in fields]
     if missing:
@@ -114,7 +112,7 @@ def train(method: str, section: str, fields: dict, model_dir: Path, dataset, rew
     if len(dataset) == 0:
         raise UserError("--prompts: no prompts to train on")
     dataset, eval_dataset = split_held_out(dataset, held_out, section, fields)
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    tokenizer = load_chat_tokenizer(model_dir)
     if EOS not in tokenizer.get_vocab():
         raise UserError(f"{model_dir}: the tokenizer has no {EOS} token; RL starts from a chat-tuned (SFT) model")
     saved_padding_side = tokenizer.padding_side

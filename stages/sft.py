@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING
 from stages import params
 from stages.data_io import read_jsonl, require_model_dir
 from stages.errors import UserError, run_main
-from stages.prompts import chat_messages
+from stages.prompts import chat_messages, load_chat_tokenizer
 from stages.train_utils import dvclive_callback, lora_config, save_trained, trainer_args
 
 if TYPE_CHECKING:
@@ -78,7 +78,7 @@ def train(section: str, fields: dict, model_dir: Path, train_path: Path, eval_pa
           length_penalty: params.LengthPenalty | None = None) -> TrainerState:
     """Fine-tune the model in `model_dir`, save model and tokenizer to `out`; the trainer's final state."""
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer, EarlyStoppingCallback
+    from transformers import AutoModelForCausalLM, EarlyStoppingCallback
     from trl import SFTConfig, SFTTrainer
 
     if early_stopping_patience is not None and eval_path is None:
@@ -109,7 +109,7 @@ def train(section: str, fields: dict, model_dir: Path, train_path: Path, eval_pa
     callbacks = [dvclive_callback(live)] if live else []
     if early_stopping_patience is not None:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=early_stopping_patience))
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    tokenizer = load_chat_tokenizer(model_dir)
     trainer = trainer_cls(
         # fp32 master weights: a bf16 checkpoint (Qwen2.5) loads as bf16 by default, and bf16 drops small updates
         model=AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32),

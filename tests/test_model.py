@@ -52,11 +52,12 @@ def test_model_build_is_seeded_qwen2(tiny_model):
 
 
 def _params(n: int = 3, temperature: float = 1.0) -> params.Params:
-    sample = params.Decoding(n=n, temperature=temperature, top_p=1.0, max_new_tokens=12)
+    sample = params.Decoding(n=n, temperature=temperature, top_p=1.0, max_new_tokens=12, repetition_penalty=1.0,
+                             chat_template=False)
     generate_cfg = params.Generate(backend="transformers", batch_size=4, teacher=sample, instruct=sample,
-                                   greedy=params.Decoding(n=1, temperature=0.0, top_p=1.0, max_new_tokens=12),
+                                   greedy=dataclasses.replace(sample, n=1, temperature=0.0),
                                    sweep=params.Sweep(n=n, top_p=1.0, max_new_tokens=12, temperatures=[temperature],
-                                                     prompts=10))
+                                                     prompts=10, repetition_penalty=1.0, chat_template=False))
     countdown = params.Countdown(prompt_template="Numbers: {nums}\nTarget: {target}\n", tasks_source="generator",
                                  tasks_revision=None, tasks_split="train", train_rows=[0, 1], eval_rows=[1, 2],
                                  n_eval=1,
@@ -97,11 +98,18 @@ def test_generation_stops_at_im_end(tiny_model):
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_model)
     model = AutoModelForCausalLM.from_pretrained(tiny_model)
-    # All logits equal and ids 0 and 1 suppressed: greedy decoding's first choice is id 2, <|im_end|>.
+    # The layers add nothing and every embedding is the same vector, so the last hidden state is that
+    # vector after the final norm, at every position: an lm_head that only id 2 (<|im_end|>) reads
+    # makes it greedy decoding's first choice.
     assert tokenizer.convert_tokens_to_ids("<|im_end|>") == 2
     model.config.tie_word_embeddings = False
-    model.lm_head.weight = torch.nn.Parameter(torch.zeros_like(model.lm_head.weight))
-    model.generation_config.suppress_tokens = [0, 1]
+    with torch.no_grad():
+        for layer in model.model.layers:
+            layer.self_attn.o_proj.weight.zero_()
+            layer.mlp.down_proj.weight.zero_()
+        model.model.embed_tokens.weight.fill_(1.0)
+        model.lm_head.weight = torch.nn.Parameter(torch.zeros_like(model.lm_head.weight))
+        model.lm_head.weight[2] = 1.0
     forced = tiny_model.parent / "stops"
     model.save_pretrained(forced)
     tokenizer.save_pretrained(forced)
@@ -126,6 +134,80 @@ def test_greedy_with_several_samples_is_refused(tiny_model):
         p.generate.teacher, temperature=0.0)))
     with pytest.raises(UserError, match="generate.greedy"):
         generate.generate(tiny_model, "countdown", TASKS, bad, "greedy")
+
+
+def _with_decoding(p: params.Params, name: str, **settings) -> params.Params:
+    return dataclasses.replace(p, generate=dataclasses.replace(
+        p.generate, **{name: dataclasses.replace(getattr(p.generate, name), **settings)}))
+
+
+def test_a_models_generation_config_does_not_change_what_is_sampled(tiny_model, tmp_path):
+    """Qwen2.5-Instruct's generation_config.json (top_k 20, repetition_penalty 1.05, ...) must not apply."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
+
+    for name in ("plain", "opinionated"):
+        AutoModelForCausalLM.from_pretrained(tiny_model).save_pretrained(tmp_path / name)
+        AutoTokenizer.from_pretrained(tiny_model).save_pretrained(tmp_path / name)
+    (tmp_path / "plain" / "generation_config.json").unlink()
+    GenerationConfig(do_sample=True, top_k=1, repetition_penalty=5.0, temperature=0.3, top_p=0.5,
+                     no_repeat_ngram_size=1, min_new_tokens=5).save_pretrained(tmp_path / "opinionated")
+
+    def texts(model: Path, decoding: str, **kwargs) -> list[tuple]:
+        rows = generate.generate(model, "countdown", TASKS[:2], _params(), decoding, **kwargs)
+        return [(r["text"], r["completion_tokens"], r["finish"]) for r in rows]
+
+    for decoding, kwargs in [("sweep", {"temperature": 1.0}), ("greedy", {})]:
+        assert texts(tmp_path / "opinionated", decoding, **kwargs) == texts(tmp_path / "plain", decoding, **kwargs)
+
+
+def test_the_repetition_penalty_is_applied(tiny_model):
+    plain = generate.generate(tiny_model, "countdown", TASKS, _params(), "greedy")
+    penalized = generate.generate(tiny_model, "countdown", TASKS, _with_decoding(_params(), "greedy",
+                                                                                repetition_penalty=5.0), "greedy")
+    assert [r["text"] for r in plain] != [r["text"] for r in penalized]
+    assert {r["repetition_penalty"] for r in penalized} == {5.0} and {r["chat_template"] for r in penalized} == {False}
+
+
+@pytest.mark.parametrize("decoding, temperature", [("sweep", 0.7), ("greedy", None)])
+def test_vllm_gets_one_seeded_request_per_prompt_with_every_setting(tiny_model, monkeypatch, decoding, temperature):
+    """A fake `vllm` module records what the stage asks vLLM for; no GPU needed."""
+    import sys
+    import types
+
+    from transformers import AutoTokenizer
+
+    calls = {}
+
+    class SamplingParams:
+        def __init__(self, **kwargs):
+            self.kwargs = kwargs
+
+    class LLM:
+        def __init__(self, **kwargs):
+            calls["llm"] = kwargs
+
+        def get_tokenizer(self):
+            return AutoTokenizer.from_pretrained(tiny_model)
+
+        def generate(self, prompts, sampling_params):
+            calls["prompts"], calls["requests"] = prompts, sampling_params
+            return [types.SimpleNamespace(prompt_token_ids=[0] * (i + 1), outputs=[
+                types.SimpleNamespace(text=f"{i}.{k}", token_ids=[5, 2], finish_reason="stop")
+                for k in range(request.kwargs["n"])]) for i, request in enumerate(sampling_params)]
+
+    monkeypatch.setitem(sys.modules, "vllm", types.SimpleNamespace(LLM=LLM, SamplingParams=SamplingParams))
+    p = _with_decoding(dataclasses.replace(_params(n=2, temperature=0.7), seed=7), decoding, repetition_penalty=1.1)
+    p = dataclasses.replace(p, generate=dataclasses.replace(p.generate, backend="vllm"))
+    rows = generate.generate(tiny_model, "countdown", TASKS, p, decoding, temperature)
+    d = p.generate.sweep.at(temperature) if decoding == "sweep" else p.generate.greedy
+    assert calls["llm"] == {"model": str(tiny_model), "seed": 7}
+    assert calls["prompts"] == generate.render_prompts("countdown", TASKS, p, None)
+    assert [request.kwargs for request in calls["requests"]] == [
+        {"n": d.n, "temperature": d.temperature, "top_p": d.top_p, "top_k": 0, "repetition_penalty": 1.1,
+         "max_tokens": 12, "stop_token_ids": [0, 2], "seed": 7 + i} for i in range(len(TASKS))]
+    assert [(r["prompt_id"], r["sample"], r["text"]) for r in rows] == [
+        (i, k, f"{i}.{k}") for i in range(len(TASKS)) for k in range(d.n)]
+    assert {(r["backend"], r["repetition_penalty"]) for r in rows} == {("vllm", 1.1)}
 
 
 @pytest.mark.parametrize("n, c, k", [(8, 0, 1), (8, 8, 8), (8, 3, 1), (8, 3, 4), (10, 1, 10), (5, 2, 3)])

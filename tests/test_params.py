@@ -42,6 +42,8 @@ def test_paper_profile_uses_the_sources(in_root, tmp_path):
     assert p.countdown.train_rows == [0, 327680] and p.countdown.eval_rows == [327680, 328704]
     assert p.countdown.prompt_template.endswith("Assistant: Let me solve this step by step.")
     assert p.sft_countdown.trainer["learning_rate"] == 5e-6
+    assert p.generate.instruct.repetition_penalty == 1.1  # 001's evaluation sampling
+    assert p.generate.teacher.chat_template and not p.generate.greedy.chat_template  # Instruct teachers: their chat
 
 
 @pytest.mark.parametrize("override", ["sft_countdown.trainer.lr=1", "countdown.n_evl=3", "profile=papr"])
