@@ -422,6 +422,9 @@ def judge_from_params(name: str, overrides: dict[str, Any]) -> tuple[str, dict[s
     kind = spec.pop("kind", None)
     if kind not in JUDGES:
         raise UserError(f"params: `evaluation.judges.{name}.kind` must be one of {', '.join(JUDGES)}, got {kind!r}")
+    if kind == "reward_model":  # its folder must be a dependency of the judge stages, which dvc.yaml gives only there
+        raise UserError(f"params: `evaluation.judges.{name}` is a reward model: list it in "
+                        "`evaluation.reward_judges` (it is then read from models/<name>)")
     spec = {**spec, **overrides}
     if "cache" in spec:
         spec["cache"] = Path(spec["cache"])

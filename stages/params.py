@@ -162,6 +162,14 @@ class Rl:
 
 
 @dataclasses.dataclass(frozen=True)
+class RlRun:
+    """One RL run on instructions: the method (its `<method>_instruct` section) and its reward model."""
+
+    method: str  # rloo or grpo
+    reward: str  # the reward model, the folder models/<reward> (a trained one, or one pulled from the hub)
+
+
+@dataclasses.dataclass(frozen=True)
 class Synthetic:
     """Solver-written, verified Countdown examples added to the warmstart (001 added 1,600 from GPT-4o)."""
 
@@ -173,7 +181,7 @@ class Synthetic:
 class Distill:
     """Distillation: each teacher answers Countdown training prompts; a student is trained on the answers."""
 
-    teachers: dict[str, str]  # name -> model folder, a stage's output (paper: models/hub/<name>, pulled)
+    teachers: dict[str, str]  # name -> model folder, a stage's output (paper: models/<name>, pulled)
     student: str  # the model folder the student starts from
     prompts: int  # seeded sample of the training prompts each teacher answers
     verified_only: bool  # keep only answers the verifier accepts
@@ -233,8 +241,11 @@ class Generate:
 class Evaluation:
     """Instruction-following evaluation: the reference every policy is compared with, and the judges."""
 
-    reference: str  # the reference model's folder (paper: models/hub/qwen_instruct, pulled)
-    judges: dict[str, dict[str, Any]]  # name -> {kind: checker|reward_model|nemotron, settings...} (stages/judges.py)
+    reference: str  # the reference model's folder (paper: models/qwen_instruct, pulled)
+    judges: dict[str, dict[str, Any]]  # judges that read no local model: name -> {kind: checker|nemotron, ...}
+    reward_judges: list[str]  # reward models as judges, each the folder models/<name> (trained or pulled)
+    countdown_models: list[str]  # the models evaluated on Countdown, each the folder models/<name>
+    instruct_models: list[str]  # the models evaluated on instructions, each the folder models/<name>
     text_rows: int  # held-out SmolTalk prompts each model answers for BLEU (perplexity reads all of them)
 
 
@@ -265,6 +276,7 @@ class Params:
     grpo_countdown: Rl
     rloo_instruct: Rl
     grpo_instruct: Rl
+    rl_instruct_runs: dict[str, RlRun]  # <method>-<reward> -> the run (dvc.yaml's rl_instruct stages)
     reward_pointwise: RewardModel
     reward_bt: RewardModel
     generate: Generate

@@ -34,7 +34,7 @@ SEED, N_BOOT, ALPHA = 0, 10000, 0.05  # fixed, so the report is the same file on
 COUNTDOWN_BASELINE, INSTRUCT_BASELINE = "sft_countdown", "sft_instruct"
 COUNTDOWN_ORDER = ["base", "sft_countdown", "sft_synthetic", "rloo_countdown", "grpo_countdown"]
 INSTRUCT_ORDER = ["base", "sft_instruct", "sft_instruct_lora", "sft_instruct_lp", "dpo", "dpo_lora",
-                  "rloo_instruct_reward_pointwise", "rloo_instruct_reward_bt",
+                  "rloo_instruct_deberta_rm", "rloo_instruct_reward_pointwise", "rloo_instruct_reward_bt",
                   "grpo_instruct_reward_pointwise", "grpo_instruct_reward_bt"]
 # The sources' results (reference.md §3, §5), all on Qwen2.5-0.5B: beside ours for direction, not level.
 # Countdown: the sources' "accuracy" is the reference score (0.1 credit included), our `score` column.
@@ -46,6 +46,7 @@ SOURCE_BEST_OF_N = "0.811 with N = 10, temperature ~0.7 best (001, Fig. 5)"
 SOURCES_INSTRUCT = {"base": "0.500 (002)", "sft_instruct": "0.495 (001); 0.438 (002); 0.535 (003, system prompt)",
                     "sft_instruct_lora": "0.575 (001)", "sft_instruct_lp": "0.549 (002)",
                     "dpo": "0.605 (001); 0.593 (002); 0.395 (003)", "dpo_lora": "0.665 (001)",
+                    "rloo_instruct_deberta_rm": "0.695 (001, DeBERTa reward model)",
                     "rloo_instruct_reward_pointwise": "0.530 (001, DistilBERT regression)",
                     "rloo_instruct_reward_bt": "0.535 (001, Siamese Bradley-Terry)",
                     "grpo_instruct_": "0.611 (002)"}
@@ -407,7 +408,8 @@ def main() -> None:
     for leftover in (staging, old):
         shutil.rmtree(leftover, ignore_errors=True)
     try:
-        build(args.metrics, args.scores, args.judged, staging, p.evaluation.reference, list(p.evaluation.judges))
+        build(args.metrics, args.scores, args.judged, staging, p.evaluation.reference,
+              [*p.evaluation.judges, *p.evaluation.reward_judges])
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise

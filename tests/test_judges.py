@@ -331,7 +331,7 @@ def test_the_stage_takes_its_judge_from_params(tmp_path, monkeypatch):
     monkeypatch.setattr(sys, "argv", ["judges", "--from-params", "grader", *files])
     judges.main()
     assert read_jsonl(tmp_path / "o.jsonl")[0]["judge"] == "checker"
-    for name, message in [("rm", "needs --model"), ("odd", "evaluation.judges.odd.kind"),
+    for name, message in [("rm", "list it in `evaluation.reward_judges`"), ("odd", "evaluation.judges.odd.kind"),
                           ("missing", "no judge `evaluation.judges.missing`")]:
         monkeypatch.setattr(sys, "argv", ["judges", "--from-params", name, *files])
         with pytest.raises(UserError, match=message):

@@ -1,0 +1,261 @@
+"""Tiny stand-ins for the paper profile's hub models and datasets, in the hub's own layouts.
+
+    python -m tests.hub_standins DIR      # writes DIR/<owner>/<name> for every repo below
+
+No hub is reachable here, so the paper profile is tested against these. Each one has what its hub repo
+has, in the same files, so that every loading path the real one takes is taken:
+
+- Qwen2.5 causal LMs (`Qwen/Qwen2.5-0.5B` as base; the 0.5B Instruct reference and the two teachers as
+  Instruct models): a two-layer `Qwen2ForCausalLM` in bf16 safetensors, a byte-level BPE over Qwen2's
+  split pattern with Qwen2.5's 22 special tokens, the real chat template (TRL's copy of it, which
+  inserts a default system turn), `<|endoftext|>` as the base model's eos and `<|im_end|>` as the
+  Instruct models', and each repo's `generation_config.json` sampling defaults (which a generation
+  stage must not inherit).
+- `distilbert-base-uncased`: `DistilBertForMaskedLM` weights (no classification head), `vocab.txt`,
+  safetensors and `pytorch_model.bin` both, as the hub has them.
+- `OpenAssistant/reward-model-deberta-v3-large`: a `DebertaV2ForSequenceClassification` with one
+  output, its weights ONLY as `pytorch_model.bin` (reference.md §7).
+- The four datasets as parquet under `data/<split>-00000-of-00001.parquet`, in their hub schemas and
+  split names; the warmstart completions are a mix of right and wrong answers.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import sys
+from pathlib import Path
+
+QWEN_SPECIAL = [
+    "<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|object_ref_start|>", "<|object_ref_end|>", "<|box_start|>",
+    "<|box_end|>", "<|quad_start|>", "<|quad_end|>", "<|vision_start|>", "<|vision_end|>", "<|vision_pad|>",
+    "<|image_pad|>", "<|video_pad|>", "<tool_call>", "</tool_call>", "<|fim_prefix|>", "<|fim_middle|>",
+    "<|fim_suffix|>", "<|fim_pad|>", "<|repo_name|>", "<|file_sep|>",
+]
+TINYZERO = (
+    "A conversation between User and Assistant. The user asks a question, and the Assistant solves it. The "
+    "assistant first thinks about the reasoning process in the mind and then provides the user with the answer.\n"
+    "User: Using the numbers {nums}, create an equation that equals {target}. You can use basic arithmetic "
+    "operations (+, -, *, /) and each number can only be used once. Show your work in <think> </think> tags. "
+    "And return the final answer in <answer> </answer> tags, for example <answer> (1 + 2) / 3 </answer>.\n"
+    "Assistant: Let me solve this step by step."
+)
+# name -> (hub id, instruct?, the repo's generation_config.json sampling defaults)
+QWEN_MODELS = {
+    "base": ("Qwen/Qwen2.5-0.5B", False, {"do_sample": False, "max_new_tokens": 2048}),
+    "instruct": ("Qwen/Qwen2.5-0.5B-Instruct", True,
+                 {"do_sample": True, "temperature": 0.7, "top_p": 0.8, "top_k": 20, "repetition_penalty": 1.1}),
+    "math_1_5b": ("Qwen/Qwen2.5-Math-1.5B-Instruct", True,
+                  {"do_sample": True, "temperature": 0.7, "top_p": 0.8, "top_k": 20, "repetition_penalty": 1.05}),
+    "qwen_3b": ("Qwen/Qwen2.5-3B-Instruct", True,
+                {"do_sample": True, "temperature": 0.7, "top_p": 0.8, "top_k": 20, "repetition_penalty": 1.05}),
+}
+DISTILBERT = "distilbert-base-uncased"
+DEBERTA_RM = "OpenAssistant/reward-model-deberta-v3-large"
+DATASETS = {
+    "countdown": "Jiayi-Pan/Countdown-Tasks-3to4",
+    "warmstart": "Asap7772/cog_behav_all_strategies",
+    "smoltalk": "HuggingFaceTB/smol-smoltalk",
+    "ultrafeedback": "HuggingFaceH4/ultrafeedback_binarized",
+}
+WORDS = ("the a answer question number list sort count letters words explain why how what write short poem about "
+         "water fire sum of and is are in on to it be with please give me three two one five ten name city "
+         "colour red blue green good bad yes no because so then first second last").split()
+
+
+def qwen_chat_template() -> str:
+    """Qwen2.5's chat template as the hub ships it (TRL keeps a byte-identical copy for identity checks)."""
+    import trl
+
+    return (Path(trl.__file__).parent / "chat_templates" / "qwen2_5.jinja").read_text()
+
+
+def _sentence(rng: random.Random, n: int) -> str:
+    return " ".join(rng.choice(WORDS) for _ in range(n))
+
+
+def _qwen_tokenizer(texts: list[str], instruct: bool):
+    from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+    from transformers import Qwen2Tokenizer
+    from transformers.models.qwen2.tokenization_qwen2 import PRETOKENIZE_REGEX
+
+    bpe = Tokenizer(models.BPE())
+    bpe.normalizer = normalizers.NFC()
+    bpe.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex(PRETOKENIZE_REGEX), behavior="isolated", invert=False),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+    ])
+    bpe.decoder = decoders.ByteLevel()
+    bpe.train_from_iterator(texts, trainers.BpeTrainer(
+        vocab_size=600, show_progress=False, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    trained = json.loads(bpe.to_str())["model"]
+    merges = [tuple(m.split(" ")) if isinstance(m, str) else tuple(m) for m in trained["merges"]]
+    tokenizer = Qwen2Tokenizer(vocab=trained["vocab"], merges=merges, unk_token=None,
+                               eos_token="<|im_end|>" if instruct else "<|endoftext|>", pad_token="<|endoftext|>",
+                               errors="replace", model_max_length=131072)
+    tokenizer.add_special_tokens({"additional_special_tokens": QWEN_SPECIAL[1:]})
+    tokenizer.add_tokens(["<|endoftext|>"], special_tokens=True)
+    tokenizer.chat_template = qwen_chat_template()
+    return tokenizer
+
+
+def write_qwen(out: Path, texts: list[str], instruct: bool, sampling: dict, seed: int) -> None:
+    import torch
+    from transformers import GenerationConfig, Qwen2Config, Qwen2ForCausalLM
+
+    tokenizer = _qwen_tokenizer(texts, instruct)
+    endoftext, im_end = tokenizer.convert_tokens_to_ids(["<|endoftext|>", "<|im_end|>"])
+    config = Qwen2Config(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=2048,
+                         tie_word_embeddings=True, rope_theta=1000000.0, bos_token_id=endoftext,
+                         eos_token_id=im_end if instruct else endoftext)
+    torch.manual_seed(seed)
+    model = Qwen2ForCausalLM(config).to(torch.bfloat16)
+    model.generation_config = GenerationConfig(
+        bos_token_id=endoftext, pad_token_id=endoftext,
+        eos_token_id=[im_end, endoftext] if instruct else endoftext, **sampling)
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    _as_hub_tokenizer(out)
+
+
+def _as_hub_tokenizer(out: Path) -> None:
+    """The Qwen2.5 repos' tokenizer files: the chat template inside tokenizer_config.json, vocab.json, merges.txt."""
+    config = json.loads((out / "tokenizer_config.json").read_text())
+    config["chat_template"] = (out / "chat_template.jinja").read_text()
+    (out / "chat_template.jinja").unlink()
+    (out / "tokenizer_config.json").write_text(json.dumps(config, indent=2))
+    model = json.loads((out / "tokenizer.json").read_text())["model"]
+    (out / "vocab.json").write_text(json.dumps(model["vocab"], ensure_ascii=False))
+    merges = [m if isinstance(m, str) else " ".join(m) for m in model["merges"]]
+    (out / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n")
+
+
+def _save_bin(model, out: Path) -> None:
+    """`pytorch_model.bin`, the pickled state dict older hub repos hold (transformers 5 writes only safetensors)."""
+    import torch
+
+    model.config.save_pretrained(out)
+    torch.save({k: v.contiguous() for k, v in model.state_dict().items()}, out / "pytorch_model.bin")
+
+
+def write_distilbert(out: Path, texts: list[str]) -> None:
+    """DistilBERT as the hub has it: masked-LM weights (no classification head), uncased WordPiece."""
+    import torch
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
+    from transformers import DistilBertConfig, DistilBertForMaskedLM, DistilBertTokenizer
+
+    special = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    wordpiece = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    wordpiece.normalizer = normalizers.BertNormalizer(lowercase=True)
+    wordpiece.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    wordpiece.train_from_iterator(texts, trainers.WordPieceTrainer(vocab_size=400, special_tokens=special,
+                                                                   show_progress=False))
+    vocab = sorted(wordpiece.get_vocab().items(), key=lambda kv: kv[1])
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "vocab.txt").write_text("".join(token + "\n" for token, _ in vocab))
+    tokenizer = DistilBertTokenizer(vocab=str(out / "vocab.txt"), do_lower_case=True, model_max_length=512)
+    torch.manual_seed(1)
+    model = DistilBertForMaskedLM(DistilBertConfig(vocab_size=len(vocab), dim=32, hidden_dim=64, n_layers=2,
+                                                   n_heads=2, max_position_embeddings=512,
+                                                   pad_token_id=tokenizer.pad_token_id))
+    model.save_pretrained(out)
+    _save_bin(model, out)  # the hub repo holds both formats
+    tokenizer.save_pretrained(out)
+
+
+def write_deberta_rm(out: Path, texts: list[str]) -> None:
+    """The OpenAssistant reward model's layout: a one-output DeBERTa-v2 classifier in `pytorch_model.bin` only."""
+    import torch
+    from transformers import DebertaV2Config, DebertaV2ForSequenceClassification, DebertaV2Tokenizer
+
+    pieces = sorted({w for t in texts for w in t.lower().split()} | set("abcdefghijklmnopqrstuvwxyz0123456789"))
+    vocab = [("[PAD]", 0.0), ("[UNK]", 0.0), ("[CLS]", 0.0), ("[SEP]", 0.0), ("[MASK]", 0.0)]
+    vocab += [("\u2581" + p, -float(len(p) > 1)) for p in pieces] + [(p, -2.0) for p in pieces]
+    tokenizer = DebertaV2Tokenizer(vocab=vocab, do_lower_case=False, model_max_length=512)
+    torch.manual_seed(2)
+    config = DebertaV2Config(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                             num_attention_heads=2, max_position_embeddings=512, num_labels=1,
+                             pad_token_id=tokenizer.pad_token_id, relative_attention=True, pos_att_type=["p2c", "c2p"],
+                             position_biased_input=False, max_relative_positions=-1)
+    model = DebertaV2ForSequenceClassification(config)
+    out.mkdir(parents=True, exist_ok=True)
+    _save_bin(model, out)
+    tokenizer.save_pretrained(out)
+    assert not list(out.glob("*.safetensors")), "the stand-in must hold only pytorch_model.bin"
+
+
+def _write_split(folder: Path, split: str, rows: list[dict]) -> None:
+    import datasets
+
+    (folder / "data").mkdir(parents=True, exist_ok=True)
+    datasets.Dataset.from_list(rows).to_parquet(folder / "data" / f"{split}-00000-of-00001.parquet")
+
+
+def write_datasets(root: Path, rng: random.Random) -> None:
+    puzzles = []
+    while len(puzzles) < 400:
+        nums = [rng.randint(1, 30) for _ in range(rng.choice([3, 4]))]
+        target = (nums[0] + nums[1]) * nums[2] + (nums[3] if len(nums) == 4 else 0)  # solvable, every number used
+        puzzles.append({"target": target, "nums": nums})
+    _write_split(root / DATASETS["countdown"], "train", puzzles)
+
+    def warm(i: int) -> dict:
+        a, b, c = rng.randint(1, 40), rng.randint(1, 40), rng.randint(1, 9)
+        right = i % 3 != 0  # the hub set's completions are not all correct
+        answer = f"({a} + {b}) * {c}" if right else f"{a} + {b} + {c}"
+        return {"query": TINYZERO.format(nums=[a, b, c], target=(a + b) * c),
+                "completion": f" <think>{a} + {b} = {a + b}, times {c} is {(a + b) * c}.</think>\n"
+                              f"<answer>{answer}</answer>"}
+
+    _write_split(root / DATASETS["warmstart"], "train", [warm(i) for i in range(60)])
+    _write_split(root / DATASETS["warmstart"], "test", [warm(i) for i in range(12)])
+
+    def conv(user: str, answer: str) -> list[dict]:
+        return [{"role": "user", "content": user}, {"role": "assistant", "content": answer}]
+
+    smol = root / DATASETS["smoltalk"]
+    for split, n in [("train", 80), ("test", 30)]:
+        rows = []
+        for i in range(n):
+            system = [{"role": "system", "content": "You are a concise assistant."}] if i % 4 == 0 else []
+            rows.append({"messages": [*system, *conv(_sentence(rng, 6) + "?", _sentence(rng, 10) + "."),
+                                      *conv("And why?", _sentence(rng, 5) + ".")], "source": "smol-magpie-ultra"})
+        _write_split(smol, split, rows)
+    uf = root / DATASETS["ultrafeedback"]
+    for split, n in [("train_prefs", 80), ("test_prefs", 30), ("train_sft", 20), ("test_sft", 10),
+                     ("train_gen", 80), ("test_gen", 30)]:
+        rows = []
+        for i in range(n):
+            prompt = _sentence(rng, 7) + "?"
+            good, bad = _sentence(rng, 9) + ".", _sentence(rng, 3)
+            chosen_score = float(rng.randint(6, 10))
+            rows.append({"prompt": prompt, "prompt_id": f"{rng.getrandbits(256):064x}", "chosen": conv(prompt, good),
+                         "rejected": conv(prompt, bad), "messages": conv(prompt, good),
+                         "score_chosen": chosen_score, "score_rejected": float(rng.randint(1, int(chosen_score) - 1))})
+        _write_split(uf, split, rows)
+
+
+def write_standins(root: Path) -> dict[str, Path]:
+    """Write every stand-in under `root/<hub id>`; return {short name: folder}."""
+    rng = random.Random(0)
+    text = [TINYZERO.format(nums=[rng.randint(1, 40) for _ in range(3)], target=rng.randint(1, 200))
+            + f" <think>{rng.randint(1, 99)} + {rng.randint(1, 99)}</think>\n<answer>({rng.randint(1, 9)} + 2) * 3"
+            "</answer>" for _ in range(200)]
+    text += [_sentence(rng, 12) for _ in range(300)]
+    folders = {}
+    for seed, (name, (hub_id, instruct, sampling)) in enumerate(QWEN_MODELS.items()):
+        folders[name] = root / hub_id
+        write_qwen(folders[name], text, instruct, sampling, seed)
+    folders["distilbert"] = root / DISTILBERT
+    write_distilbert(folders["distilbert"], text)
+    folders["deberta_rm"] = root / DEBERTA_RM
+    write_deberta_rm(folders["deberta_rm"], text)
+    write_datasets(root, rng)
+    folders.update({name: root / hub_id for name, hub_id in DATASETS.items()})
+    return folders
+
+
+if __name__ == "__main__":
+    for name, folder in write_standins(Path(sys.argv[1])).items():
+        print(f"{name}: {folder}")

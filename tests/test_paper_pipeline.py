@@ -1,0 +1,159 @@
+"""End to end: the paper profile, its sources pointed at hub stand-ins, runs `dvc repro` to the report.
+
+The repo is copied into a fresh git repo; `params.yaml` is composed from `conf/profile/paper.yaml` with
+only its sources pointed at the stand-ins of `tests/hub_standins.py` (the hub's own file layouts: a
+`pytorch_model.bin`-only reward model, DistilBERT without a head, Qwen2.5's real chat template, parquet
+datasets under `data/<split>-*.parquet`) and its sizes and step counts shrunk. The Nemotron judge is the
+local fake server. Everything else is the paper profile's: its prompts, system prompt, decoding settings,
+schedules, judges and DAG. Every stage runs; afterwards `dvc status` has nothing to do.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT
+from tests.fake_openai_server import FakeRewardServer
+from tests.hub_standins import write_standins
+
+pytestmark = pytest.mark.slow
+
+# Only sizes and step counts: every other setting stays the paper profile's.
+SIZES = [
+    "countdown.train_rows=[0,300]", "countdown.eval_rows=[300,400]", "countdown.n_eval=12",
+    "instruct.sft_train=40", "instruct.sft_test=10", "instruct.prefs_train=40", "instruct.prefs_test=10",
+    "instruct.gen_train=24", "instruct.gen_test=10",
+    "synthetic.n=12", "distill.prompts=12",
+    "sft_countdown.trainer.num_train_epochs=1", "sft_synthetic.trainer.num_train_epochs=1",
+    "sft_distill.trainer.num_train_epochs=1",
+    # one optimizer step of 32 x 8, evaluated and saved at it: the early-stopping path runs
+    "sft_instruct.trainer.eval_steps=1", "sft_instruct.trainer.save_steps=1",
+    "sft_instruct_lora.trainer.num_train_epochs=1", "sft_instruct_lora.trainer.eval_steps=2",
+    "sft_instruct_lora.trainer.save_steps=2",
+    "sft_instruct_lp.trainer.num_train_epochs=1", "sft_instruct_lp.trainer.eval_steps=5",
+    "sft_instruct_lp.trainer.save_steps=5", "sft_instruct_lp.length_penalty.every=2",
+    "sft_instruct_lp.length_penalty.max_new_tokens=16",
+    "dpo_lora.trainer.num_train_epochs=1",
+    *[f"{section}.trainer.{field}" for section in ("rloo_countdown", "grpo_countdown")
+      for field in ("max_steps=2", "eval_steps=2", "max_completion_length=16", "per_device_eval_batch_size=16")],
+    "rloo_countdown.held_out=2", "grpo_countdown.held_out=2",
+    *[f"{section}.trainer.{field}" for section in ("rloo_instruct", "grpo_instruct")
+      for field in ("max_steps=2", "eval_steps=2", "max_completion_length=16")],
+    "rloo_instruct.held_out=4", "grpo_instruct.held_out=4",
+    "reward_pointwise.trainer.num_train_epochs=1", "reward_bt.trainer.num_train_epochs=1",
+    "generate.greedy.max_new_tokens=16", "generate.teacher.max_new_tokens=16", "generate.instruct.max_new_tokens=16",
+    "generate.sweep.n=2", "generate.sweep.max_new_tokens=16", "generate.sweep.temperatures=[0.7,1.0]",
+    "generate.sweep.prompts=6", "score.best_of=[1,2]", "evaluation.text_rows=6",
+    # Random teachers solve no puzzle: the student learns from every answer they give
+    "distill.verified_only=false",
+]
+
+
+def sources(standins: dict[str, Path], base_url: str) -> list[str]:
+    """The paper profile's hub ids replaced by the stand-ins' folders, and the API judge by the fake server."""
+    return [
+        f"base_model.source={standins['base']}",
+        f"hub_models.qwen_instruct.id={standins['instruct']}",
+        f"hub_models.qwen_math_1_5b.id={standins['math_1_5b']}",
+        f"hub_models.qwen_3b.id={standins['qwen_3b']}",
+        f"hub_models.deberta_rm.id={standins['deberta_rm']}",
+        f"hub_models.distilbert.id={standins['distilbert']}",
+        f"countdown.tasks_source={standins['countdown']}",
+        f"countdown.warmstart_source={standins['warmstart']}",
+        f"instruct.smoltalk_source={standins['smoltalk']}",
+        f"instruct.ultrafeedback_source={standins['ultrafeedback']}",
+        f"evaluation.judges.nemotron.base_url={base_url}",
+    ]
+
+
+def run(cmd: list[str], cwd: Path, env: dict[str, str]) -> str:
+    result = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
+    assert result.returncode == 0, f"{' '.join(cmd)} failed:\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}"
+    return result.stdout
+
+
+@pytest.fixture(scope="module")
+def paper(tmp_path_factory):
+    """The repo copy after `dvc repro` on the paper profile at stand-in size, and its environment."""
+    tmp = tmp_path_factory.mktemp("paper")
+    standins = write_standins(tmp / "hub")
+    dest = tmp / "repo"
+    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT, capture_output=True,
+                           text=True, check=True).stdout.split()
+    for name in files:
+        if (ROOT / name).is_file():
+            (dest / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / name, dest / name)
+    env = {**os.environ, "DVC_NO_ANALYTICS": "1", "HF_HUB_OFFLINE": "1", "NVIDIA_API_KEY": "nvapi-test-key",
+           "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    with FakeRewardServer() as server:
+        run(["git", "init", "-q"], dest, env)
+        run([sys.executable, "-m", "stages.compose_params", "profile=paper", *sources(standins, server.base_url),
+             *SIZES], dest, env)
+        run(["git", "add", "-A"], dest, env)
+        run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "paper on stand-ins"], dest, env)
+        out = run(["dvc", "repro"], dest, env)
+        status = run(["dvc", "status"], dest, env)
+        yield {"repo": dest, "repro": out, "status": status, "server": server, "standins": standins}
+
+
+def test_every_stage_of_the_paper_dag_ran(paper):
+    repo = paper["repo"]
+    env = {**os.environ, "DVC_NO_ANALYTICS": "1"}
+    stages = set(run(["dvc", "stage", "list", "--name-only"], repo, env).split())
+    ran = {line.split("'")[1] for line in paper["repro"].splitlines() if line.startswith("Running stage")}
+    assert stages == ran, sorted(stages ^ ran)
+    for name in ["pull_model@deberta_rm", "pull_model@distilbert", "rl_instruct@rloo-deberta_rm",
+                 "judge_instruct_rm@deberta_rm-rloo_instruct_deberta_rm", "judge_instruct@nemotron-dpo",
+                 "sft_distill@qwen_3b", "generate_countdown@distill_qwen_math_1_5b", "report"]:
+        assert name in stages
+    assert "up to date" in paper["status"], paper["status"]
+
+
+def test_hub_layouts_were_pulled_as_the_stages_need(paper):
+    models = paper["repo"] / "models"
+    rm = models / "deberta_rm"
+    assert (rm / "model.safetensors").is_file() and not list(rm.glob("*.bin"))  # converted, the pickle not kept
+    assert (models / "distilbert" / "model.safetensors").is_file()
+    record = json.loads((rm / "source.json").read_text())
+    assert record["id"] == str(paper["standins"]["deberta_rm"])
+
+
+def test_report_has_every_paper_method(paper):
+    repo = paper["repo"]
+    report = (repo / "metrics" / "report" / "report.md").read_text()
+    for model in ["sft_countdown", "sft_synthetic", "rloo_countdown", "grpo_countdown", "distill_qwen_math_1_5b",
+                  "distill_qwen_3b", "sft_instruct_lora", "sft_instruct_lp", "dpo_lora", "rloo_instruct_deberta_rm",
+                  "rloo_instruct_reward_pointwise", "grpo_instruct_reward_bt"]:
+        assert f"| {model} |" in report, model
+    for judge in ("nemotron", "deberta_rm"):
+        m = json.loads((repo / "metrics" / "instruct" / judge / "rloo_instruct_deberta_rm.json").read_text())
+        assert m["n"] == 10 and 0.0 <= m["win_rate"] <= 1.0
+    # The Nemotron judge's rewards are the fake server's, for exactly the pairs it was sent
+    judged = [json.loads(line) for line in (repo / "data" / "judged" / "nemotron" / "dpo.jsonl").read_text().splitlines()]
+    assert len(judged) == 10 and all(isinstance(r["reward"], float) for r in judged)
+    assert paper["server"].authorization == {"Bearer nvapi-test-key"}
+    for path in (repo / "cache").rglob("*"):
+        assert b"nvapi-test-key" not in path.read_bytes()
+
+
+def test_the_paper_settings_reached_the_stages(paper):
+    import yaml
+
+    repo = paper["repo"]
+    stages = yaml.safe_load((repo / "dvc.lock").read_text())["stages"]
+    # 003: the student starts from the Countdown SFT checkpoint; 001's headline arm reads the DeBERTa reward model
+    assert any(d["path"] == "models/sft_countdown" for d in stages["sft_distill@qwen_3b"]["deps"])
+    assert any(d["path"] == "models/deberta_rm" for d in stages["rl_instruct@rloo-deberta_rm"]["deps"])
+    # the reference samples with exactly the params' settings (001: repetition penalty 1.1), not its own defaults
+    row = json.loads((repo / "data" / "generations" / "instruct" / "reference.jsonl").read_text().splitlines()[0])
+    assert (row["temperature"], row["top_p"], row["repetition_penalty"]) == (0.2, 0.9, 1.1)
+    teacher = json.loads((repo / "data" / "distill" / "qwen_3b-generations.jsonl").read_text().splitlines()[0])
+    assert teacher["chat_template"] is True
