@@ -5,9 +5,7 @@
         --policy-generations data/generations/instruct/<model>.jsonl \
         --reference-generations data/generations/instruct/<reference>.jsonl --out metrics/instruct/<judge>/<model>.json
 
-    python -m stages.eval_instruct text --references data/instruct/sft_test.jsonl \
-        --generations data/generations/instruct/<model>-refs.jsonl --model models/<model> \
-        --out metrics/instruct_text/<model>.json
+The text metrics (`text_metrics`) are computed by the `text_instruct` stage (stages/text_instruct.py).
 
 Win rate. A judge's rewards are comparable only between responses to the same prompt, so every metric
 is per prompt. A prompt's reward is the mean of the judge's rewards over its samples (one with greedy
@@ -39,7 +37,7 @@ from pathlib import Path
 import numpy as np
 
 from stages import params, stats
-from stages.data_io import SMOLTALK, ULTRAFEEDBACK, read_jsonl, require_model_dir, write_json
+from stages.data_io import ULTRAFEEDBACK, read_jsonl, write_json
 from stages.errors import UserError, run_main
 from stages.prompts import chat_prompt, load_chat_tokenizer
 
@@ -289,29 +287,8 @@ def main_win(argv: list[str]) -> None:
                     if not isinstance(v, list)))
 
 
-def main_text(argv: list[str]) -> None:
-    parser = argparse.ArgumentParser(prog="python -m stages.eval_instruct text",
-                                     description="BLEU and perplexity against held-out reference responses")
-    parser.add_argument("--references", type=Path, required=True)
-    parser.add_argument("--generations", type=Path, required=True)
-    parser.add_argument("--model", type=Path, required=True)
-    parser.add_argument("--out", type=Path, required=True)
-    args = parser.parse_args(argv)
-    require_model_dir(args.model, "--model")
-    p = params.load()
-    references = read_jsonl(args.references, {"messages": SMOLTALK["messages"]})
-    result = text_metrics(references, read_jsonl(args.generations, GENERATED), args.model,
-                          p.instruct.system_prompt, args.references, args.generations)
-    write_json(args.out, result)
-    print(", ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in result.items()))
-
-
 def main() -> None:
-    argv = sys.argv[1:]
-    if argv[:1] == ["text"]:
-        main_text(argv[1:])
-    else:
-        main_win(argv)
+    main_win(sys.argv[1:])
 
 
 if __name__ == "__main__":

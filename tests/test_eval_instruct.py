@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from stages import eval_instruct
-from stages.data_io import write_jsonl
+from stages.data_io import read_jsonl, write_jsonl
 from stages.errors import UserError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -144,13 +144,17 @@ def test_text_metrics_errors_name_file_and_row(tiny_model):
         eval_instruct.text_metrics(no_answer, [], tiny_model, "", Path("refs.jsonl"), Path("gens.jsonl"))
 
 
-def test_text_cli(tiny_model, tmp_path, monkeypatch):
+def test_text_stage_answers_then_scores_in_one_process(tiny_model, tmp_path, monkeypatch):
+    from stages import text_instruct
+
     write_jsonl(tmp_path / "refs.jsonl", SMOLTALK_ROWS)
-    write_jsonl(tmp_path / "gens.jsonl", [{"prompt_id": 1, "sample": 0, "text": "hi hi", "completion_tokens": 3}])
     monkeypatch.chdir(ROOT)
-    monkeypatch.setattr(sys, "argv", ["eval_instruct", "text", "--references", str(tmp_path / "refs.jsonl"),
+    monkeypatch.setattr(sys, "argv", ["text_instruct", "--references", str(tmp_path / "refs.jsonl"), "--limit", "1",
                                       "--generations", str(tmp_path / "gens.jsonl"), "--model", str(tiny_model),
                                       "--out", str(tmp_path / "text.json")])
-    eval_instruct.main()
+    text_instruct.main()
+    rows = read_jsonl(tmp_path / "gens.jsonl")
+    assert [(r["prompt_id"], r["sample"], r["decoding"]) for r in rows] == [(0, 0, "instruct")]  # the generation rows
     m = json.loads((tmp_path / "text.json").read_text())
     assert m["n"] == 1 and m["perplexity"] > 1 and m["model"] == tiny_model.name
+    assert m["perplexity_rows"] == len(SMOLTALK_ROWS)  # perplexity reads every reference, BLEU only the answered
