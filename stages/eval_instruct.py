@@ -5,7 +5,8 @@
         --policy-generations data/generations/instruct/<model>.jsonl \
         --reference-generations data/generations/instruct/<reference>.jsonl --out metrics/instruct/<judge>/<model>.json
 
-The text metrics (`text_metrics`) are computed by the `text_instruct` stage (stages/text_instruct.py).
+`text_metrics` is called by the `generate_instruct` stage (stages/answer_instruct.py); `evaluate` by the
+judge stages after judging (stages/judges.py `--win-rate-out`), or from this command line.
 
 Win rate. A judge's rewards are comparable only between responses to the same prompt, so every metric
 is per prompt. A prompt's reward is the mean of the judge's rewards over its samples (one with greedy
@@ -30,7 +31,6 @@ prompt, over every row of the reference file.
 from __future__ import annotations
 
 import argparse
-import sys
 from collections import Counter, defaultdict
 from pathlib import Path
 
@@ -269,26 +269,31 @@ def text_metrics(reference_rows: list[dict], generation_rows: list[dict], model_
     }
 
 
-def main_win(argv: list[str]) -> None:
+def evaluate(prompts: Path, policy_judged: Path, reference_judged: Path, policy_generations: Path,
+             reference_generations: Path, out: Path) -> dict:
+    """Read the files, compute `win_metrics` with params' seed, write them to `out` and return them."""
+    p = params.load()
+    paths = {"prompts": prompts, "policy_judged": policy_judged, "reference_judged": reference_judged,
+             "policy_generations": policy_generations, "reference_generations": reference_generations}
+    n_prompts = len(read_jsonl(prompts, {"prompt": ULTRAFEEDBACK["prompt"]}))
+    result = win_metrics(
+        n_prompts, read_jsonl(policy_judged, JUDGED), read_jsonl(reference_judged, JUDGED),
+        read_jsonl(policy_generations, GENERATED), read_jsonl(reference_generations, GENERATED),
+        paths, seed=p.seed)
+    write_json(out, result)
+    print(", ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in result.items()
+                    if not isinstance(v, list)))
+    return result
+
+
+def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m stages.eval_instruct", description=__doc__.split("\n")[0])
     for name in ("prompts", "policy-judged", "reference-judged", "policy-generations", "reference-generations",
                  "out"):
         parser.add_argument(f"--{name}", type=Path, required=True)
-    args = parser.parse_args(argv)
-    p = params.load()
-    paths = {k: v for k, v in vars(args).items() if k != "out"}
-    n_prompts = len(read_jsonl(args.prompts, {"prompt": ULTRAFEEDBACK["prompt"]}))
-    result = win_metrics(
-        n_prompts, read_jsonl(args.policy_judged, JUDGED), read_jsonl(args.reference_judged, JUDGED),
-        read_jsonl(args.policy_generations, GENERATED), read_jsonl(args.reference_generations, GENERATED),
-        paths, seed=p.seed)
-    write_json(args.out, result)
-    print(", ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in result.items()
-                    if not isinstance(v, list)))
-
-
-def main() -> None:
-    main_win(sys.argv[1:])
+    args = parser.parse_args()
+    evaluate(args.prompts, args.policy_judged, args.reference_judged, args.policy_generations,
+             args.reference_generations, args.out)
 
 
 if __name__ == "__main__":

@@ -450,9 +450,18 @@ def main() -> None:
     parser.add_argument("--input-tokens", type=int, help="nemotron: the API's input limit")
     parser.add_argument("--batch-size", type=int, help="reward_model: pairs per forward pass")
     parser.add_argument("--max-length", type=int, help="reward_model: tokens read at most")
+    win = parser.add_argument_group("win rate: then, in the same process, `stages.eval_instruct`'s metrics of "
+                                    "these generations against the reference's, judged by the same judge")
+    win.add_argument("--win-rate-out", type=Path, help="the metrics JSON")
+    win.add_argument("--reference-judged", type=Path, help="the reference's judged rows")
+    win.add_argument("--reference-generations", type=Path, help="the reference's generation rows")
     args = parser.parse_args()
+    win_args = (args.win_rate_out, args.reference_judged, args.reference_generations)
+    if any(win_args) and not all(win_args):
+        raise UserError("--win-rate-out, --reference-judged and --reference-generations go together")
     settings = {k: v for k, v in vars(args).items()
-                if v is not None and k not in ("judge", "from_params", "prompts", "generations", "out")}
+                if v is not None and k not in ("judge", "from_params", "prompts", "generations", "out", "win_rate_out",
+                                               "reference_judged", "reference_generations")}
     if args.from_params:
         args.judge, settings = judge_from_params(args.from_params, settings)
     if args.judge == "nemotron" and not all(settings.get(k) is not None for k in ("model", "base_url", "cache")):
@@ -467,6 +476,11 @@ def main() -> None:
     write_jsonl(args.out, rows)
     mean = sum(r["reward"] for r in rows) / len(rows) if rows else float("nan")
     print(f"{args.judge}: {len(rows)} rewards, mean {mean:.3f} -> {args.out}")
+    if args.win_rate_out:  # one process where a second stage would pay DVC's and Python's start-up again
+        from stages import eval_instruct
+
+        eval_instruct.evaluate(args.prompts, args.out, args.reference_judged, args.generations,
+                               args.reference_generations, args.win_rate_out)
 
 
 if __name__ == "__main__":

@@ -8,15 +8,17 @@ has, in the same files, so that every loading path the real one takes is taken:
 - Qwen2.5 causal LMs (`Qwen/Qwen2.5-0.5B` as base; the 0.5B Instruct reference and the two teachers as
   Instruct models): a two-layer `Qwen2ForCausalLM` in bf16 safetensors, a byte-level BPE over Qwen2's
   split pattern with Qwen2.5's 22 special tokens, the real chat template (TRL's copy of it, which
-  inserts a default system turn), `<|endoftext|>` as the base model's eos and `<|im_end|>` as the
-  Instruct models', and each repo's `generation_config.json` sampling defaults (which a generation
-  stage must not inherit).
+  inserts a default system turn) inside `tokenizer_config.json` (the 3B teacher's in
+  `chat_template.jinja`, as transformers 5 saves it), `<|endoftext|>` as the base model's eos and
+  `<|im_end|>` as the Instruct models', and each repo's `generation_config.json` sampling defaults
+  (which a generation stage must not inherit).
 - `distilbert-base-uncased`: `DistilBertForMaskedLM` weights (no classification head), `vocab.txt`,
   safetensors and `pytorch_model.bin` both, as the hub has them.
 - `OpenAssistant/reward-model-deberta-v3-large`: a `DebertaV2ForSequenceClassification` with one
-  output, its weights ONLY as `pytorch_model.bin` (reference.md §7).
-- The four datasets as parquet under `data/<split>-00000-of-00001.parquet`, in their hub schemas and
-  split names; the warmstart completions are a mix of right and wrong answers.
+  output, its weights ONLY as `pytorch_model.bin` (reference.md §7), and a SentencePiece `spm.model`.
+- The four datasets as parquet under `data/<split>-0000k-of-0000n.parquet`, in their hub schemas and
+  split names (Countdown's train split in two shards); the warmstart completions are a mix of right
+  and wrong answers.
 """
 
 from __future__ import annotations
@@ -99,7 +101,10 @@ def _qwen_tokenizer(texts: list[str], instruct: bool):
     return tokenizer
 
 
-def write_qwen(out: Path, texts: list[str], instruct: bool, sampling: dict, seed: int) -> None:
+def write_qwen(out: Path, texts: list[str], instruct: bool, sampling: dict, seed: int,
+               template_file: bool = False) -> None:
+    """A tiny Qwen2.5 repo; `template_file`: the chat template in `chat_template.jinja`, as repos saved by
+    transformers 5 keep it, instead of inside `tokenizer_config.json` as the Qwen2.5 repos do."""
     import torch
     from transformers import GenerationConfig, Qwen2Config, Qwen2ForCausalLM
 
@@ -116,7 +121,8 @@ def write_qwen(out: Path, texts: list[str], instruct: bool, sampling: dict, seed
         eos_token_id=[im_end, endoftext] if instruct else endoftext, **sampling)
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
-    _as_hub_tokenizer(out)
+    if not template_file:
+        _as_hub_tokenizer(out)
 
 
 def _as_hub_tokenizer(out: Path) -> None:
@@ -165,31 +171,47 @@ def write_distilbert(out: Path, texts: list[str]) -> None:
 
 
 def write_deberta_rm(out: Path, texts: list[str]) -> None:
-    """The OpenAssistant reward model's layout: a one-output DeBERTa-v2 classifier in `pytorch_model.bin` only."""
+    """The OpenAssistant reward model's layout: a one-output DeBERTa-v2 classifier in `pytorch_model.bin` only,
+    and DeBERTa-v3's SentencePiece tokenizer (`spm.model`, with the `tokenizer.json` made from it)."""
+    import sentencepiece
     import torch
-    from transformers import DebertaV2Config, DebertaV2ForSequenceClassification, DebertaV2Tokenizer
+    from transformers import AutoTokenizer, DebertaV2Config, DebertaV2ForSequenceClassification
 
-    pieces = sorted({w for t in texts for w in t.lower().split()} | set("abcdefghijklmnopqrstuvwxyz0123456789"))
-    vocab = [("[PAD]", 0.0), ("[UNK]", 0.0), ("[CLS]", 0.0), ("[SEP]", 0.0), ("[MASK]", 0.0)]
-    vocab += [("\u2581" + p, -float(len(p) > 1)) for p in pieces] + [(p, -2.0) for p in pieces]
-    tokenizer = DebertaV2Tokenizer(vocab=vocab, do_lower_case=False, model_max_length=512)
+    out.mkdir(parents=True, exist_ok=True)
+    corpus = out.parent / f".{out.name}.corpus.txt"
+    corpus.write_text("\n".join(texts) + "\n")
+    sentencepiece.SentencePieceTrainer.train(
+        input=str(corpus), model_prefix=str(out / "spm"), vocab_size=400, model_type="unigram", pad_id=0, bos_id=1,
+        eos_id=2, unk_id=3, pad_piece="[PAD]", bos_piece="[CLS]", eos_piece="[SEP]", unk_piece="[UNK]",
+        user_defined_symbols=["[MASK]"], hard_vocab_limit=False, minloglevel=2)
+    corpus.unlink()
+    (out / "spm.vocab").unlink()
+    # As the hub repo has it; transformers converts spm.model into the tokenizer.json saved beside it below
+    (out / "tokenizer_config.json").write_text(json.dumps({
+        "tokenizer_class": "DebertaV2Tokenizer", "do_lower_case": False, "model_max_length": 512,
+        "bos_token": "[CLS]", "eos_token": "[SEP]", "unk_token": "[UNK]", "sep_token": "[SEP]",
+        "pad_token": "[PAD]", "cls_token": "[CLS]", "mask_token": "[MASK]", "split_by_punct": False}))
+    tokenizer = AutoTokenizer.from_pretrained(out)
     torch.manual_seed(2)
     config = DebertaV2Config(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
                              num_attention_heads=2, max_position_embeddings=512, num_labels=1,
                              pad_token_id=tokenizer.pad_token_id, relative_attention=True, pos_att_type=["p2c", "c2p"],
                              position_biased_input=False, max_relative_positions=-1)
     model = DebertaV2ForSequenceClassification(config)
-    out.mkdir(parents=True, exist_ok=True)
     _save_bin(model, out)
     tokenizer.save_pretrained(out)
     assert not list(out.glob("*.safetensors")), "the stand-in must hold only pytorch_model.bin"
 
 
-def _write_split(folder: Path, split: str, rows: list[dict]) -> None:
+def _write_split(folder: Path, split: str, rows: list[dict], shards: int = 1) -> None:
+    """`data/<split>-0000k-of-0000n.parquet`, as the hub's parquet conversion names the shards of a split."""
     import datasets
 
     (folder / "data").mkdir(parents=True, exist_ok=True)
-    datasets.Dataset.from_list(rows).to_parquet(folder / "data" / f"{split}-00000-of-00001.parquet")
+    size = -(-len(rows) // shards)
+    for k in range(shards):
+        datasets.Dataset.from_list(rows[k * size:(k + 1) * size]).to_parquet(
+            folder / "data" / f"{split}-{k:05d}-of-{shards:05d}.parquet")
 
 
 def write_datasets(root: Path, rng: random.Random) -> None:
@@ -198,7 +220,7 @@ def write_datasets(root: Path, rng: random.Random) -> None:
         nums = [rng.randint(1, 30) for _ in range(rng.choice([3, 4]))]
         target = (nums[0] + nums[1]) * nums[2] + (nums[3] if len(nums) == 4 else 0)  # solvable, every number used
         puzzles.append({"target": target, "nums": nums})
-    _write_split(root / DATASETS["countdown"], "train", puzzles)
+    _write_split(root / DATASETS["countdown"], "train", puzzles, shards=2)  # rows read in order across shards
 
     def warm(i: int) -> dict:
         a, b, c = rng.randint(1, 40), rng.randint(1, 40), rng.randint(1, 9)
@@ -246,7 +268,7 @@ def write_standins(root: Path) -> dict[str, Path]:
     folders = {}
     for seed, (name, (hub_id, instruct, sampling)) in enumerate(QWEN_MODELS.items()):
         folders[name] = root / hub_id
-        write_qwen(folders[name], text, instruct, sampling, seed)
+        write_qwen(folders[name], text, instruct, sampling, seed, template_file=name == "qwen_3b")
     folders["distilbert"] = root / DISTILBERT
     write_distilbert(folders["distilbert"], text)
     folders["deberta_rm"] = root / DEBERTA_RM

@@ -144,15 +144,20 @@ def test_text_metrics_errors_name_file_and_row(tiny_model):
         eval_instruct.text_metrics(no_answer, [], tiny_model, "", Path("refs.jsonl"), Path("gens.jsonl"))
 
 
-def test_text_stage_answers_then_scores_in_one_process(tiny_model, tmp_path, monkeypatch):
-    from stages import text_instruct
+def test_answer_stage_answers_both_prompt_sets_then_scores_text_in_one_process(tiny_model, tmp_path, monkeypatch):
+    from stages import answer_instruct
 
     write_jsonl(tmp_path / "refs.jsonl", SMOLTALK_ROWS)
+    write_jsonl(tmp_path / "prompts.jsonl", [{"prompt": "Say hi."}, {"prompt": "Count to two."}])
     monkeypatch.chdir(ROOT)
-    monkeypatch.setattr(sys, "argv", ["text_instruct", "--references", str(tmp_path / "refs.jsonl"), "--limit", "1",
-                                      "--generations", str(tmp_path / "gens.jsonl"), "--model", str(tiny_model),
-                                      "--out", str(tmp_path / "text.json")])
-    text_instruct.main()
+    monkeypatch.setattr(sys, "argv", ["answer_instruct", "--model", str(tiny_model), "--prompts",
+                                      str(tmp_path / "prompts.jsonl"), "--out", str(tmp_path / "answers.jsonl"),
+                                      "--references", str(tmp_path / "refs.jsonl"), "--limit", "1",
+                                      "--reference-answers", str(tmp_path / "gens.jsonl"),
+                                      "--text-metrics", str(tmp_path / "text.json")])
+    answer_instruct.main()
+    answers = read_jsonl(tmp_path / "answers.jsonl")
+    assert [(r["prompt_id"], r["decoding"]) for r in answers] == [(0, "instruct"), (1, "instruct")]
     rows = read_jsonl(tmp_path / "gens.jsonl")
     assert [(r["prompt_id"], r["sample"], r["decoding"]) for r in rows] == [(0, 0, "instruct")]  # the generation rows
     m = json.loads((tmp_path / "text.json").read_text())

@@ -269,7 +269,8 @@ def test_base_model_copied_from_a_folder_records_it(tmp_path, monkeypatch, tiny_
     ["stages.dpo", "--section", "dpo", "--train", "t.jsonl", "--out", "o"],
     ["stages.rl", "--method", "rloo", "--section", "rloo_countdown", "--task", "countdown", "--prompts", "p.jsonl",
      "--out", "o"],
-    ["stages.eval_instruct", "text", "--references", "r.jsonl", "--generations", "g.jsonl", "--out", "o.json"],
+    ["stages.answer_instruct", "--prompts", "p.jsonl", "--out", "o.jsonl", "--references", "r.jsonl", "--limit", "1",
+     "--reference-answers", "g.jsonl", "--text-metrics", "o.json"],
 ])
 def test_a_stage_given_a_missing_model_folder_says_so_in_one_line(tmp_path, stage):
     result = subprocess.run([sys.executable, "-m", *stage, "--model", "models/sft_countdown"], cwd=tmp_path,

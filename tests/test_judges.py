@@ -3,6 +3,7 @@ in-flight bound, the key kept secret, a killed run resumed), the checker and loc
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import signal
@@ -402,3 +403,36 @@ def test_reward_model_judge_reads_an_off_the_shelf_text_pair_classifier(tmp_path
     rewards = judge.score(PROMPTS, RESPONSES)
     assert len(rewards) == 4 and len(set(rewards)) == 4  # the prompt counts: pairs 0 and 3 differ
     assert judge.score(PROMPTS[:1], RESPONSES[:1]) == pytest.approx(rewards[:1], abs=1e-5)
+
+
+def test_judge_stage_writes_the_win_rate_as_eval_instruct_does(tmp_path, monkeypatch):
+    """`--win-rate-out`: the policy's win rate in the judging process, the same file `stages.eval_instruct` writes."""
+    import random
+    import shutil
+
+    from stages import eval_instruct
+    from stages.instruct_tasks import make_task, reference_response
+
+    shutil.copy(ROOT / "params.yaml", tmp_path / "params.yaml")
+    monkeypatch.chdir(tmp_path)
+    tasks = [make_task(random.Random(i)) for i in range(6)]
+    write_jsonl("p.jsonl", [{"prompt": t.prompt} for t in tasks])
+    write_jsonl("ref.jsonl", [{"prompt_id": i, "sample": 0, "text": "no idea", "completion_tokens": 2}
+                              for i in range(6)])
+    write_jsonl("pol.jsonl", [{"prompt_id": i, "sample": 0, "completion_tokens": 5,
+                               "text": reference_response(t.prompt) if i % 2 else "no idea"} for i, t in enumerate(tasks)])
+    for argv in (["--generations", "ref.jsonl", "--out", "ref_j.jsonl"],
+                 ["--generations", "pol.jsonl", "--out", "pol_j.jsonl", "--reference-judged", "ref_j.jsonl",
+                  "--reference-generations", "ref.jsonl", "--win-rate-out", "win.json"]):
+        monkeypatch.setattr(sys, "argv", ["judges", "--judge", "checker", "--prompts", "p.jsonl", *argv])
+        judges.main()
+    monkeypatch.setattr(sys, "argv", ["eval_instruct", "--prompts", "p.jsonl", "--policy-judged", "pol_j.jsonl",
+                                      "--reference-judged", "ref_j.jsonl", "--policy-generations", "pol.jsonl",
+                                      "--reference-generations", "ref.jsonl", "--out", "eval.json"])
+    eval_instruct.main()
+    assert json.loads(Path("win.json").read_text()) == json.loads(Path("eval.json").read_text())
+    assert json.loads(Path("win.json").read_text())["win_rate"] > 0.5
+    monkeypatch.setattr(sys, "argv", ["judges", "--judge", "checker", "--prompts", "p.jsonl", "--generations",
+                                      "pol.jsonl", "--out", "x.jsonl", "--win-rate-out", "w.json"])
+    with pytest.raises(UserError, match="go together"):
+        judges.main()

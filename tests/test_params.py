@@ -44,6 +44,32 @@ def test_paper_profile_uses_the_sources(in_root, tmp_path):
     assert p.sft_countdown.trainer["learning_rate"] == 5e-6
     assert p.generate.instruct.repetition_penalty == 1.1  # 001's evaluation sampling
     assert p.generate.teacher.chat_template and not p.generate.greedy.chat_template  # Instruct teachers: their chat
+    assert p.distill.student == "models/sft_countdown"  # 003: the student starts from the Countdown SFT model
+    assert {run.reward for run in p.rl_instruct_runs.values() if run.method == "rloo"} >= {"deberta_rm"}  # 001's arm
+    assert "rloo_instruct_deberta_rm" in p.evaluation.instruct_models
+
+
+def test_paper_instruction_sft_decays_linearly_to_7e7(in_root, tmp_path):
+    """003: 7e-6 decaying to 7e-7, a straight line; the schedule the stage's own config builds."""
+    import torch
+    from transformers import get_scheduler
+    from trl import SFTConfig
+
+    from stages.train_utils import trainer_args
+
+    compose(tmp_path / "params.yaml", ["profile=paper"])
+    fields = params.load(tmp_path / "params.yaml").sft_instruct.trainer
+    args = trainer_args(SFTConfig, fields, "sft_instruct.trainer", tmp_path / "out")
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=args.learning_rate)
+    schedule = get_scheduler(args.lr_scheduler_type, optimizer, num_warmup_steps=args.get_warmup_steps(100),
+                             num_training_steps=100, scheduler_specific_kwargs=args.lr_scheduler_kwargs)
+    lrs = []
+    for _ in range(101):
+        lrs.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        schedule.step()
+    assert lrs[0] == pytest.approx(7e-6) and lrs[100] == pytest.approx(7e-7)
+    assert lrs[25] == pytest.approx(7e-6 - 0.25 * (7e-6 - 7e-7))  # linear (cosine would be 6.08e-6 here)
 
 
 @pytest.mark.parametrize("override", ["sft_countdown.trainer.lr=1", "countdown.n_evl=3", "profile=papr"])

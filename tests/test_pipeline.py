@@ -57,7 +57,7 @@ def test_dag_holds_every_method(repo):
                  "sft_distill@synthetic", "reward_model@reward_pointwise", "reward_model@reward_bt",
                  "sft_instruct@sft_instruct", "sft_instruct@sft_instruct_lora", "sft_instruct@sft_instruct_lp",
                  "dpo@dpo", "dpo@dpo_lora", "rl_instruct@rloo-reward_bt", "rl_instruct@grpo-reward_pointwise",
-                 "sweep_countdown@0.7", "judge_instruct@checker-dpo", "eval_instruct@reward_bt-dpo", "report"]:
+                 "sweep_countdown@0.7", "judge_instruct@checker-dpo", "judge_instruct_rm@reward_bt-dpo", "report"]:
         assert name in stages
 
 
@@ -124,7 +124,7 @@ def test_exp_run_reruns_only_what_depends_on_the_change(repo):
     out = run(["dvc", "exp", "run", "-S", "profile=smoke", "-S", "dpo.beta=0.05"], repo)
     ran = {line.split("'")[1] for line in out.splitlines() if line.startswith("Running stage")}
     assert "dpo@dpo" in ran, out
-    downstream = {"dpo@dpo", "generate_instruct@dpo", "text_instruct@dpo", "report"} | {
-        f"{stage}@{judge}-dpo" for stage in ("judge_instruct", "eval_instruct") for judge in ("checker", "reward_bt")}
+    downstream = {"dpo@dpo", "generate_instruct@dpo", "judge_instruct@checker-dpo", "judge_instruct_rm@reward_bt-dpo",
+                  "report"}
     # What reruns is DPO and what reads its model; a stage downstream is skipped when its inputs came out the same.
     assert ran <= downstream, out

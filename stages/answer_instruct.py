@@ -1,0 +1,55 @@
+"""A model's answers to the instruction prompts, and 002's text metrics on held-out SmolTalk rows, in one process.
+
+    python -m stages.answer_instruct --model models/dpo --prompts data/instruct/gen_test.jsonl \
+        --out data/generations/instruct/dpo.jsonl --references data/instruct/sft_test.jsonl --limit 50 \
+        --reference-answers data/generations/instruct_refs/dpo.jsonl --text-metrics metrics/instruct_text/dpo.json
+
+1. The model answers `--prompts` (the held-out prompts the judges read) with `generate.instruct`, as
+   `stages.generate` does for the reference model (`generate_reference`): the same code and rows.
+2. It answers the first `--limit` held-out SmolTalk rows of `--references` the same way, a separate
+   `generate` call, so the judged answers do not depend on `--limit`.
+3. `stages.eval_instruct.text_metrics`: BLEU of those answers against the rows' reference responses,
+   and the model's perplexity on every reference response.
+
+One stage where there were two (`generate_instruct`, `text_instruct`): each model's evaluation pays for
+starting Python and importing torch and transformers once (about 5 s here), and for one DVC stage.
+A change of one model still reruns only its own stages; a change of `evaluation.text_rows` reruns
+this stage, whose judged answers come out the same (seeded), so no judge reruns.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from stages import eval_instruct, generate, params
+from stages.data_io import SMOLTALK, read_jsonl, require_model_dir, write_json, write_jsonl
+from stages.errors import run_main
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--model", type=Path, required=True)
+    parser.add_argument("--prompts", type=Path, required=True, help="the held-out prompts the judges read")
+    parser.add_argument("--out", type=Path, required=True, help="the answers to --prompts")
+    parser.add_argument("--references", type=Path, required=True, help="held-out SmolTalk rows (text metrics)")
+    parser.add_argument("--limit", type=int, required=True, help="the first LIMIT reference rows are answered (BLEU)")
+    parser.add_argument("--reference-answers", type=Path, required=True, help="the answers to those rows")
+    parser.add_argument("--text-metrics", type=Path, required=True, help="the BLEU and perplexity JSON")
+    args = parser.parse_args()
+    require_model_dir(args.model, "--model")
+    p = params.load()
+    references = read_jsonl(args.references, {"messages": SMOLTALK["messages"]})
+    prompt_rows = generate.read_prompts(args.prompts, "instruct")
+    reference_rows = generate.read_prompts(args.references, "instruct")[:args.limit]
+    write_jsonl(args.out, generate.generate(args.model, "instruct", prompt_rows, p, "instruct"))
+    answers = generate.generate(args.model, "instruct", reference_rows, p, "instruct")
+    write_jsonl(args.reference_answers, answers)
+    result = eval_instruct.text_metrics(references, answers, args.model, p.instruct.system_prompt, args.references,
+                                        args.reference_answers)
+    write_json(args.text_metrics, result)
+    print(", ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in result.items()))
+
+
+if __name__ == "__main__":
+    run_main(main)
