@@ -157,3 +157,28 @@ def test_the_paper_settings_reached_the_stages(paper):
     assert (row["temperature"], row["top_p"], row["repetition_penalty"]) == (0.2, 0.9, 1.1)
     teacher = json.loads((repo / "data" / "distill" / "qwen_3b-generations.jsonl").read_text().splitlines()[0])
     assert teacher["chat_template"] is True
+
+
+def test_pulled_models_render_single_turn_and_sample_with_only_the_params_settings(paper, tmp_path, monkeypatch):
+    """On the folders the DAG pulled and trained: no default system turn, no inherited sampling defaults."""
+    import shutil
+
+    from stages import generate, params
+    from stages.prompts import chat_prompt, load_chat_tokenizer
+
+    repo = paper["repo"]
+    monkeypatch.chdir(repo)
+    for name in ("qwen_instruct", "qwen_3b", "sft_instruct", "dpo"):
+        tokenizer = load_chat_tokenizer(repo / "models" / name)
+        prompt = chat_prompt(tokenizer, "", "Name a colour.")  # 003's single-turn prompt
+        assert prompt == "<|im_start|>user\nName a colour.<|im_end|>\n<|im_start|>assistant\n", (name, prompt)
+    # The reference's generation_config.json carries top_k 20 and repetition penalty 1.1 of its own: a copy
+    # without that file samples the same answers with the same seed
+    p = params.load()
+    bare = tmp_path / "qwen_instruct"
+    shutil.copytree(repo / "models" / "qwen_instruct", bare)
+    (bare / "generation_config.json").unlink()
+    rows = [{"prompt": f"Question {i}?"} for i in range(4)]
+    texts = [[r["text"] for r in generate.generate(folder, "instruct", rows, p, "instruct")]
+             for folder in (repo / "models" / "qwen_instruct", bare)]
+    assert texts[0] == texts[1]
