@@ -7,20 +7,26 @@ from pathlib import Path
 
 import pytest
 
+from tests.hub_standins import TINYZERO  # the warmstart `query` prompt (reference.md §2), for the fixtures
+
 os.environ.setdefault("DVC_NO_ANALYTICS", "1")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
 ROOT = Path(__file__).resolve().parent.parent
 
-# The TinyZero "base" prompt the warmstart set's `query` holds (reference.md §2).
-TINYZERO = (
-    "A conversation between User and Assistant. The user asks a question, and the Assistant solves it. The "
-    "assistant first thinks about the reasoning process in the mind and then provides the user with the answer.\n"
-    "User: Using the numbers {nums}, create an equation that equals {target}. You can use basic arithmetic "
-    "operations (+, -, *, /) and each number can only be used once. Show your work in <think> </think> tags. "
-    "And return the final answer in <answer> </answer> tags, for example <answer> (1 + 2) / 3 </answer>.\n"
-    "Assistant: Let me solve this step by step."
-)
+
+def copy_repo(dest: Path) -> Path:
+    """The project's files (tracked and new, not ignored) copied to `dest`, as a clone would have them."""
+    import shutil
+    import subprocess
+
+    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT, capture_output=True,
+                           text=True, check=True).stdout.split()
+    for name in files:
+        if (ROOT / name).is_file():
+            (dest / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / name, dest / name)
+    return dest
 
 
 def write_hub_split(folder: Path, split: str, rows: list[dict]) -> None:

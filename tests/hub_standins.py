@@ -77,26 +77,13 @@ def _sentence(rng: random.Random, n: int) -> str:
 
 
 def _qwen_tokenizer(texts: list[str], instruct: bool):
-    from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
-    from transformers import Qwen2Tokenizer
-    from transformers.models.qwen2.tokenization_qwen2 import PRETOKENIZE_REGEX
+    """The base_model stage's byte-level BPE over Qwen2's split pattern, dressed as Qwen2.5's tokenizer."""
+    from stages.base_model import train_tokenizer
 
-    bpe = Tokenizer(models.BPE())
-    bpe.normalizer = normalizers.NFC()
-    bpe.pre_tokenizer = pre_tokenizers.Sequence([
-        pre_tokenizers.Split(Regex(PRETOKENIZE_REGEX), behavior="isolated", invert=False),
-        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
-    ])
-    bpe.decoder = decoders.ByteLevel()
-    bpe.train_from_iterator(texts, trainers.BpeTrainer(
-        vocab_size=600, show_progress=False, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
-    trained = json.loads(bpe.to_str())["model"]
-    merges = [tuple(m.split(" ")) if isinstance(m, str) else tuple(m) for m in trained["merges"]]
-    tokenizer = Qwen2Tokenizer(vocab=trained["vocab"], merges=merges, unk_token=None,
-                               eos_token="<|im_end|>" if instruct else "<|endoftext|>", pad_token="<|endoftext|>",
-                               errors="replace", model_max_length=131072)
+    tokenizer = train_tokenizer(texts, vocab_size=600)
     tokenizer.add_special_tokens({"additional_special_tokens": QWEN_SPECIAL[1:]})
-    tokenizer.add_tokens(["<|endoftext|>"], special_tokens=True)
+    tokenizer.eos_token = "<|im_end|>" if instruct else "<|endoftext|>"
+    tokenizer.model_max_length = 131072
     tokenizer.chat_template = qwen_chat_template()
     return tokenizer
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT
+from tests.conftest import copy_repo
 from tests.fake_openai_server import FakeRewardServer
 from tests.hub_standins import write_standins
 
@@ -85,12 +85,7 @@ def paper(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("paper")
     standins = write_standins(tmp / "hub")
     dest = tmp / "repo"
-    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT, capture_output=True,
-                           text=True, check=True).stdout.split()
-    for name in files:
-        if (ROOT / name).is_file():
-            (dest / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(ROOT / name, dest / name)
+    copy_repo(dest)
     env = {**os.environ, "DVC_NO_ANALYTICS": "1", "HF_HUB_OFFLINE": "1", "NVIDIA_API_KEY": "nvapi-test-key",
            "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
     with FakeRewardServer() as server:
@@ -161,7 +156,6 @@ def test_the_paper_settings_reached_the_stages(paper):
 
 def test_pulled_models_render_single_turn_and_sample_with_only_the_params_settings(paper, tmp_path, monkeypatch):
     """On the folders the DAG pulled and trained: no default system turn, no inherited sampling defaults."""
-    import shutil
 
     from stages import generate, params
     from stages.prompts import chat_prompt, load_chat_tokenizer

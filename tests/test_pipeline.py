@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT
+from tests.conftest import copy_repo
 
 pytestmark = pytest.mark.slow
 
@@ -31,12 +30,7 @@ def run(cmd: list[str], cwd: Path) -> str:
 def repo(tmp_path_factory) -> Path:
     """The project's files (tracked and new, not ignored) in a new git repo, on the smoke profile."""
     dest = tmp_path_factory.mktemp("e2e") / "repo"
-    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT, capture_output=True,
-                           text=True, check=True).stdout.split()
-    for name in files:
-        if (ROOT / name).is_file():
-            (dest / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(ROOT / name, dest / name)
+    copy_repo(dest)
     run(["git", "init", "-q"], dest)
     run([sys.executable, "-m", "stages.compose_params", "profile=smoke"], dest)
     run(["git", "add", "-A"], dest)
