@@ -17,8 +17,10 @@ import sys
 import time
 from pathlib import Path
 
-from stages import generate, params
-from stages.data_io import COUNTDOWN_TASK, read_jsonl
+from stages import generate
+from pipeline import params
+from posttrain.data_io import read_jsonl
+from posttrain.schemas import COUNTDOWN_TASK
 
 REQUIRED_SPEEDUP = 5.0
 

@@ -18,8 +18,8 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as `python benchmarks/bench_verifier.py`: make `stages` importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from stages.countdown import score
-from stages.countdown_solver import make_puzzle, solve
+from posttrain.countdown.verifier import score
+from posttrain.countdown.solver import make_puzzle, solve
 
 REFERENCE_SCORES_PER_SECOND = 41_000  # the usual eval-based scorer, measured on this machine
 ADVERSARIAL_LIMIT_MS = 50.0

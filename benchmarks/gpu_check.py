@@ -62,11 +62,13 @@ import yaml
 from transformers import TrainerCallback
 
 from benchmarks.gpu_estimates import ASSUMPTIONS, NOT_ESTIMATED, estimates, report
-from stages import dpo, generate, params, rl, sft
+from stages import dpo, generate, rl, sft
+from pipeline import params
 from stages.base_model import train_tokenizer
-from stages.data_io import COUNTDOWN_TASK, read_jsonl, write_jsonl
-from stages.prompts import countdown_prompt
-from stages.rewards import countdown_reward
+from posttrain.data_io import read_jsonl, write_jsonl
+from posttrain.schemas import COUNTDOWN_TASK
+from posttrain.prompts import countdown_prompt
+from posttrain.training.rewards import countdown_reward
 
 PAPER_PROFILE = Path(__file__).resolve().parent.parent / "conf" / "profile" / "paper.yaml"
 METHODS = ("sft", "dpo", "rloo", "generate", "sft_instruct")  # the one most likely to run out of memory last

@@ -8,7 +8,7 @@
    `stages.generate` does for the reference model (`generate_reference`): the same code and rows.
 2. It answers the first `--limit` held-out SmolTalk rows of `--references` the same way, a separate
    `generate` call, so the judged answers do not depend on `--limit`.
-3. `stages.eval_instruct.text_metrics`: BLEU of those answers against the rows' reference responses,
+3. `posttrain.evaluation.win_rate.text_metrics`: BLEU of those answers against the rows' reference responses,
    and the model's perplexity on every reference response.
 
 One stage where there were two (`generate_instruct`, `text_instruct`): each model's evaluation pays for
@@ -22,9 +22,12 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from stages import eval_instruct, generate, params
-from stages.data_io import SMOLTALK, read_jsonl, require_model_dir, write_json, write_jsonl
-from stages.errors import run_main
+from stages import generate
+from posttrain.evaluation import win_rate as eval_instruct
+from pipeline import params
+from posttrain.data_io import read_jsonl, require_model_dir, write_json, write_jsonl
+from posttrain.schemas import SMOLTALK
+from posttrain.errors import run_main
 
 
 def main() -> None:

@@ -22,10 +22,10 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from stages import params
-from stages.data_io import SOURCE_RECORD, hub_or_folder, read_jsonl, require_hub, source_record, write_json
-from stages.errors import UserError, run_main
-from stages.train_utils import trainer_args
+from pipeline import params
+from posttrain.data_io import SOURCE_RECORD, hub_or_folder, read_jsonl, require_hub, source_record, write_json
+from posttrain.errors import UserError, run_main
+from posttrain.training.config import trainer_args
 
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 # Qwen2.5's chat format (reference.md §2) without its tool-calling branches, and without a default

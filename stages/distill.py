@@ -20,10 +20,12 @@ import argparse
 import random
 from pathlib import Path
 
-from stages import countdown, params
-from stages.data_io import COUNTDOWN_TASK, read_jsonl, write_json, write_jsonl
-from stages.errors import UserError, run_main
-from stages.prompts import countdown_prompt
+from posttrain.countdown import verifier as countdown
+from pipeline import params
+from posttrain.data_io import read_jsonl, write_json, write_jsonl
+from posttrain.schemas import COUNTDOWN_TASK
+from posttrain.errors import UserError, run_main
+from posttrain.prompts import countdown_prompt
 
 # The fields of a stages.generate row that collecting needs.
 GENERATION = {

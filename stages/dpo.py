@@ -34,11 +34,12 @@ import argparse
 import tempfile
 from pathlib import Path
 
-from stages import params
-from stages.data_io import ULTRAFEEDBACK, read_jsonl, require_model_dir
-from stages.errors import UserError, run_main
-from stages.prompts import chat_messages, load_chat_tokenizer
-from stages.train_utils import dvclive_callback, lora_config, save_trained, trainer_args
+from pipeline import params
+from posttrain.data_io import read_jsonl, require_model_dir
+from posttrain.schemas import ULTRAFEEDBACK
+from posttrain.errors import UserError, run_main
+from posttrain.prompts import chat_messages, load_chat_tokenizer
+from posttrain.training.config import dvclive_callback, lora_config, save_trained, trainer_args
 
 EOS = "<|im_end|>"
 PREFERENCE = {field: ULTRAFEEDBACK[field] for field in ("prompt", "chosen", "rejected")}

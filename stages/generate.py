@@ -28,10 +28,11 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from stages import params
-from stages.data_io import COUNTDOWN_TASK, SMOLTALK, ULTRAFEEDBACK, read_jsonl, require_model_dir, validate, write_jsonl
-from stages.errors import UserError, run_main
-from stages.prompts import chat_prompt, countdown_prompt, load_chat_tokenizer
+from pipeline import params
+from posttrain.data_io import read_jsonl, require_model_dir, validate, write_jsonl
+from posttrain.schemas import COUNTDOWN_TASK, SMOLTALK, ULTRAFEEDBACK
+from posttrain.errors import UserError, run_main
+from posttrain.prompts import chat_prompt, countdown_prompt, load_chat_tokenizer
 
 STOP = "<|im_end|>"
 DECODINGS = [f.name for f in fields(params.Generate) if f.type in ("Decoding", "Sweep")]  # generate.<name>

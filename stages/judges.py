@@ -59,8 +59,9 @@ from contextlib import closing, nullcontext
 from pathlib import Path
 from typing import Any, Protocol
 
-from stages.data_io import ULTRAFEEDBACK, read_jsonl, require_model_dir, write_jsonl
-from stages.errors import UserError, run_main
+from posttrain.data_io import read_jsonl, require_model_dir, write_jsonl
+from posttrain.schemas import ULTRAFEEDBACK
+from posttrain.errors import UserError, run_main
 
 KEY_VARIABLE = "NVIDIA_API_KEY"
 TEMPLATE_TOKENS = 64  # what the chat template adds around the two turns, with room to spare
@@ -88,7 +89,7 @@ class CheckerJudge:
     name, model = "checker", None
 
     def score(self, prompts: Sequence[str], responses: Sequence[str]) -> list[float]:
-        from stages.instruct_tasks import check
+        from posttrain.instruct.tasks import check
 
         _same_length(prompts, responses)
         try:
@@ -413,7 +414,7 @@ def judge_generations(judge: Judge, prompt_rows: list[dict], generation_rows: li
 
 def judge_from_params(name: str, overrides: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     """The kind and settings of `evaluation.judges.<name>` in params.yaml (command-line options override)."""
-    from stages import params
+    from pipeline import params
 
     judges = params.load().evaluation.judges
     if name not in judges:
@@ -450,7 +451,7 @@ def main() -> None:
     parser.add_argument("--input-tokens", type=int, help="nemotron: the API's input limit")
     parser.add_argument("--batch-size", type=int, help="reward_model: pairs per forward pass")
     parser.add_argument("--max-length", type=int, help="reward_model: tokens read at most")
-    win = parser.add_argument_group("win rate: then, in the same process, `stages.eval_instruct`'s metrics of "
+    win = parser.add_argument_group("win rate: then, in the same process, `posttrain.evaluation.win_rate`'s metrics of "
                                     "these generations against the reference's, judged by the same judge")
     win.add_argument("--win-rate-out", type=Path, help="the metrics JSON")
     win.add_argument("--reference-judged", type=Path, help="the reference's judged rows")
@@ -477,7 +478,7 @@ def main() -> None:
     mean = sum(r["reward"] for r in rows) / len(rows) if rows else float("nan")
     print(f"{args.judge}: {len(rows)} rewards, mean {mean:.3f} -> {args.out}")
     if args.win_rate_out:  # one process where a second stage would pay DVC's and Python's start-up again
-        from stages import eval_instruct
+        from posttrain.evaluation import win_rate as eval_instruct
 
         eval_instruct.evaluate(args.prompts, args.out, args.reference_judged, args.generations,
                                args.reference_generations, args.win_rate_out)

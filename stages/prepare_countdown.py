@@ -25,10 +25,13 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from stages import countdown, countdown_solver, params
-from stages.data_io import COUNTDOWN_TASK, WARMSTART, load_rows, write_json, write_jsonl
-from stages.errors import UserError, run_main
-from stages.prompts import countdown_prompt, countdown_query_pattern, parse_countdown_query
+from posttrain.countdown import verifier as countdown
+from posttrain.countdown import solver as countdown_solver
+from pipeline import params
+from posttrain.data_io import load_rows, write_json, write_jsonl
+from posttrain.schemas import COUNTDOWN_TASK, WARMSTART
+from posttrain.errors import UserError, run_main
+from posttrain.prompts import countdown_prompt, countdown_query_pattern, parse_countdown_query
 
 Puzzle = tuple[int, tuple[int, ...]]
 

@@ -8,7 +8,7 @@ Writes six JSONL files:
 - `gen_train`, `gen_test`: UltraFeedback prompts for RL (train_gen) and evaluation (test_gen).
 
 From the hub each split is a seeded sample of the requested size. Source `generator` makes them with
-the embedded task families (`stages.instruct_tasks`), whose deterministic checker scores the pairs.
+the embedded task families (`posttrain.instruct.tasks`), whose deterministic checker scores the pairs.
 Any training row whose prompt appears in a test split is dropped: evaluation prompts are never
 trained on.
 """
@@ -19,9 +19,11 @@ import argparse
 import random
 from pathlib import Path
 
-from stages import instruct_tasks, params
-from stages.data_io import SMOLTALK, ULTRAFEEDBACK, load_rows, validate, write_json, write_jsonl
-from stages.errors import UserError, run_main
+from posttrain.instruct import tasks as instruct_tasks
+from pipeline import params
+from posttrain.data_io import load_rows, validate, write_json, write_jsonl
+from posttrain.schemas import SMOLTALK, ULTRAFEEDBACK
+from posttrain.errors import UserError, run_main
 
 TRAIN, TEST = ("sft_train", "prefs_train", "gen_train"), ("sft_test", "prefs_test", "gen_test")
 

@@ -33,9 +33,9 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from stages import params
-from stages.data_io import SOURCE_RECORD, hub_or_folder, require_hub, source_record, write_json
-from stages.errors import UserError, run_main
+from pipeline import params
+from posttrain.data_io import SOURCE_RECORD, hub_or_folder, require_hub, source_record, write_json
+from posttrain.errors import UserError, run_main
 
 CONFIG_FILES = ["config.json", "generation_config.json"]
 TOKENIZER_FILES = [

@@ -25,10 +25,11 @@ from pathlib import Path
 
 import numpy as np
 
-from stages import params, stats
-from stages.data_io import read_jsonl, write_text
-from stages.errors import UserError, run_main
-from stages.eval_instruct import JUDGED, per_prompt_mean
+from pipeline import params
+from posttrain.evaluation import stats
+from posttrain.data_io import read_jsonl, write_text
+from posttrain.errors import UserError, run_main
+from posttrain.evaluation.win_rate import JUDGED, per_prompt_mean
 
 SEED, N_BOOT, ALPHA = 0, 10000, 0.05  # fixed, so the report is the same file on every run
 COUNTDOWN_BASELINE, INSTRUCT_BASELINE = "sft_countdown", "sft_instruct"

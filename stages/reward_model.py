@@ -39,11 +39,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from stages import params
-from stages.data_io import ULTRAFEEDBACK, read_jsonl, require_model_dir, write_json
-from stages.errors import UserError, run_main
-from stages.prompts import load_chat_tokenizer
-from stages.train_utils import dvclive_callback, trainer_args
+from pipeline import params
+from posttrain.data_io import read_jsonl, require_model_dir, write_json
+from posttrain.schemas import ULTRAFEEDBACK
+from posttrain.errors import UserError, run_main
+from posttrain.prompts import load_chat_tokenizer
+from posttrain.training.config import dvclive_callback, trainer_args
 
 KINDS = ("pointwise", "bradley_terry")
 SCORE_RANGE = (1.0, 10.0)  # UltraFeedback's scale

@@ -4,7 +4,7 @@
         --prompts data/countdown/train.jsonl --out models/rloo_countdown --live metrics/train/rloo_countdown
 
 For each prompt the policy samples `num_generations` completions; a reward function scores them
-(`--task countdown`: the verifier through `stages.rewards`; `--task instruct`: the model given by
+(`--task countdown`: the verifier through `posttrain.training.rewards`; `--task instruct`: the model given by
 `--reward-model`); the advantage of a completion is its reward against its group. Countdown prompts
 are the raw `countdown.prompt_template` with `target` and `nums` kept as columns for the reward;
 instruction prompts are the system prompt and the user turn, through the chat template.
@@ -41,12 +41,13 @@ import importlib.util
 import tempfile
 from pathlib import Path
 
-from stages import params
-from stages.data_io import COUNTDOWN_TASK, ULTRAFEEDBACK, read_jsonl, require_model_dir
-from stages.errors import UserError, run_main
-from stages.prompts import chat_messages, countdown_prompt, load_chat_tokenizer
-from stages.rewards import RewardFunc, countdown_reward, reward_model_reward
-from stages.train_utils import dvclive_callback, save_trained, trainer_args
+from pipeline import params
+from posttrain.data_io import read_jsonl, require_model_dir
+from posttrain.schemas import COUNTDOWN_TASK, ULTRAFEEDBACK
+from posttrain.errors import UserError, run_main
+from posttrain.prompts import chat_messages, countdown_prompt, load_chat_tokenizer
+from posttrain.training.rewards import RewardFunc, countdown_reward, reward_model_reward
+from posttrain.training.config import dvclive_callback, save_trained, trainer_args
 
 EOS = "<|im_end|>"
 METHODS = ("rloo", "grpo")

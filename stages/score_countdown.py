@@ -24,10 +24,12 @@ from collections import defaultdict
 from math import comb
 from pathlib import Path
 
-from stages import countdown, params
-from stages.data_io import COUNTDOWN_TASK, read_jsonl, write_json, write_jsonl
-from stages.errors import UserError, run_main
-from stages.stats import bootstrap_ci
+from posttrain.countdown import verifier as countdown
+from pipeline import params
+from posttrain.data_io import read_jsonl, write_json, write_jsonl
+from posttrain.schemas import COUNTDOWN_TASK
+from posttrain.errors import UserError, run_main
+from posttrain.evaluation.stats import bootstrap_ci
 
 
 def pass_at_k(n: int, c: int, k: int) -> float:

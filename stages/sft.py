@@ -15,7 +15,7 @@ Options of the section: `lora` trains PEFT adapters, saved under `<out>/adapter`
 base the adapter records into `<out>`; `early_stopping_patience` stops after that many evaluations
 without a lower `eval_loss` and keeps the best checkpoint (checkpoints go to `<out>.checkpoints`, one
 folder every process sees, removed at the end); `length_penalty` adds 002's penalty, reaching the
-weights through a REINFORCE term (stages/length_penalty.py says how).
+weights through a REINFORCE term (posttrain/training/length_penalty.py says how).
 """
 
 from __future__ import annotations
@@ -26,11 +26,11 @@ import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from stages import params
-from stages.data_io import read_jsonl, require_model_dir
-from stages.errors import UserError, run_main
-from stages.prompts import chat_messages, load_chat_tokenizer
-from stages.train_utils import dvclive_callback, lora_config, save_trained, trainer_args
+from pipeline import params
+from posttrain.data_io import read_jsonl, require_model_dir
+from posttrain.errors import UserError, run_main
+from posttrain.prompts import chat_messages, load_chat_tokenizer
+from posttrain.training.config import dvclive_callback, lora_config, save_trained, trainer_args
 
 if TYPE_CHECKING:
     from transformers import TrainerState
@@ -97,7 +97,7 @@ def train(section: str, fields: dict, model_dir: Path, train_path: Path, eval_pa
 
     trainer_cls = SFTTrainer
     if length_penalty is not None:
-        from stages.length_penalty import LengthPenaltySFTTrainer, check
+        from posttrain.training.length_penalty import LengthPenaltySFTTrainer, check
 
         check(length_penalty, f"{section}.length_penalty")
         if args.packing or args.padding_free:  # the term needs each prompt on its own row

@@ -22,11 +22,14 @@ import argparse
 import random
 from pathlib import Path
 
-from stages import countdown, countdown_solver, params
-from stages.data_io import COUNTDOWN_TASK, WARMSTART, read_jsonl, write_json, write_jsonl
-from stages.errors import UserError, run_main
+from posttrain.countdown import verifier as countdown
+from posttrain.countdown import solver as countdown_solver
+from pipeline import params
+from posttrain.data_io import read_jsonl, write_json, write_jsonl
+from posttrain.schemas import COUNTDOWN_TASK, WARMSTART
+from posttrain.errors import UserError, run_main
 from stages.prepare_countdown import Puzzle, key, solved_completion
-from stages.prompts import countdown_prompt, countdown_query_pattern, parse_countdown_query
+from posttrain.prompts import countdown_prompt, countdown_query_pattern, parse_countdown_query
 
 
 def warmstart_puzzles(rows: list[dict], template: str, where: str) -> set[Puzzle]:

@@ -85,7 +85,7 @@ def instruct_hub(tmp_path: Path) -> tuple[Path, Path]:
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory) -> Path:
     """A two-layer Qwen2 with a tokenizer trained on Countdown text, saved like the base_model stage does."""
-    from stages import params
+    from pipeline import params
     from stages.base_model import build
 
     texts = [f"Numbers: [{a}, {b}, 3]\nTarget: {a + b + 3}\n<answer>{a} + {b} + 3</answer><|im_end|>"

@@ -8,8 +8,8 @@ import time
 
 import pytest
 
-from stages.countdown import MAX_ANSWER_CHARS, Score, score
-from stages.countdown_solver import Solution, make_puzzle, reachable_targets, solve
+from posttrain.countdown.verifier import MAX_ANSWER_CHARS, Score, score
+from posttrain.countdown.solver import Solution, make_puzzle, reachable_targets, solve
 
 
 def tagged(equation: str) -> str:

@@ -8,10 +8,13 @@ import time
 
 import pytest
 
-from stages import countdown, params, prepare_countdown, prepare_instruct
-from stages.data_io import COUNTDOWN_TASK, ULTRAFEEDBACK, WARMSTART, load_rows, read_jsonl, write_jsonl
-from stages.errors import UserError
-from stages.prompts import countdown_prompt
+from stages import prepare_countdown, prepare_instruct
+from posttrain.countdown import verifier as countdown
+from pipeline import params
+from posttrain.data_io import load_rows, read_jsonl, write_jsonl
+from posttrain.schemas import COUNTDOWN_TASK, ULTRAFEEDBACK, WARMSTART
+from posttrain.errors import UserError
+from posttrain.prompts import countdown_prompt
 from tests.conftest import TINYZERO
 
 GENERATOR = params.CountdownGenerator(num_count=[3, 4], low=1, high=20, target_low=1, target_high=100, think=True)

@@ -6,7 +6,7 @@ taken as DVC itself expands them (`foreach`, `matrix`, `${...}` from params.yaml
 profile (the committed params.yaml) and for the paper profile (composed into a copy of the repo). For
 each stage, what it reads is:
 
-- modules: every first-party module its command runs (each `python -m stages.X`; `stages.launch
+- modules: every first-party module its command runs (each `python -m stages.X`; `pipeline.launch
   stages.Y` runs both) and, transitively, every first-party module those import, read with `ast`
   anywhere in the file, so a lazy import inside a function counts. First-party packages are the
   repo's top-level folders with an `__init__.py`, less tests/ and benchmarks/. A package's
@@ -352,7 +352,7 @@ def copy_repo(dest: Path) -> Path:
 
 def paper_copy(dest: Path) -> Path:
     """A copy of the repo whose params.yaml is the paper profile's."""
-    from stages.compose_params import compose
+    from pipeline.compose_params import compose
 
     copy_repo(dest)
     with chdir(dest):  # compose reads conf/ relative to the working directory
@@ -378,9 +378,9 @@ def test_the_checker_sees_modules_and_params(findings):
     """Spot checks that the rules find what they claim: a lazy import, a launched module, a params path."""
     by_name = {f.stage: f for f in findings["default"]}
     prepare = by_name["prepare_instruct"].required
-    assert {"stages/instruct_tasks.py", "stages/instruct_families.py", "stages/errors.py"} <= prepare
+    assert {"posttrain/instruct/tasks.py", "posttrain/instruct/families.py", "posttrain/errors.py"} <= prepare
     sft = by_name["sft_distill@synthetic"].required
-    assert {"stages/launch.py", "stages/sft.py", "models/sft_countdown", "data/distill/synthetic.jsonl"} <= sft
+    assert {"pipeline/launch.py", "stages/sft.py", "models/sft_countdown", "data/distill/synthetic.jsonl"} <= sft
     assert "stages/__init__.py" not in sft
 
 

@@ -11,10 +11,12 @@ import types
 import pytest
 import yaml
 
-from stages import countdown, distill, params, pull_model
-from stages.data_io import read_jsonl, write_jsonl
-from stages.errors import UserError
-from stages.prompts import countdown_prompt
+from stages import distill, pull_model
+from posttrain.countdown import verifier as countdown
+from pipeline import params
+from posttrain.data_io import read_jsonl, write_jsonl
+from posttrain.errors import UserError
+from posttrain.prompts import countdown_prompt
 from tests.conftest import ROOT
 
 TEMPLATE = "Numbers: {nums}\nTarget: {target}\n"

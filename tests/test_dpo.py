@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from stages import dpo, params
-from stages.errors import UserError
+from stages import dpo
+from pipeline import params
+from posttrain.errors import UserError
 
 SYSTEM = "You are a helpful assistant."
 

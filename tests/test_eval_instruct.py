@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from stages import eval_instruct
-from stages.data_io import read_jsonl, write_jsonl
-from stages.errors import UserError
+from posttrain.evaluation import win_rate as eval_instruct
+from posttrain.data_io import read_jsonl, write_jsonl
+from posttrain.errors import UserError
 
 ROOT = Path(__file__).resolve().parent.parent
 

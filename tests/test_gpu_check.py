@@ -106,7 +106,7 @@ def test_estimates_scale_the_measured_time_per_unit_by_the_paper_stage():
 def test_dataclasses_are_built_from_the_paper_profile_whatever_fields_they_gain():
     import yaml
 
-    from stages import params
+    from pipeline import params
 
     greedy = yaml.safe_load(gpu_check.PAPER_PROFILE.read_text())["generate"]["greedy"]
     d = gpu_check.from_yaml(params.Decoding, {**greedy, "a_field_params_lacks": 1}, max_new_tokens=16)

@@ -16,8 +16,10 @@ import pytest
 import torch
 import yaml
 
-from stages import base_model, data_io, judges, params, pull_model
-from stages.errors import UserError
+from stages import base_model, judges, pull_model
+from posttrain import data_io, schemas
+from pipeline import params
+from posttrain.errors import UserError
 from tests.conftest import ROOT
 
 DEBERTA_REPO = [  # OpenAssistant/reward-model-deberta-v3-large: only pickled weights (reference.md §7)
@@ -280,7 +282,7 @@ def test_a_stage_given_a_missing_model_folder_says_so_in_one_line(tmp_path, stag
 
 
 def test_reward_models_read_as_judge_or_reward_must_be_folders(tmp_path):
-    from stages.rewards import reward_model_reward
+    from posttrain.training.rewards import reward_model_reward
 
     with pytest.raises(UserError, match=r"^models/deberta_rm: no such model folder \(from --model\)$"):
         judges.make_judge("reward_model", model="models/deberta_rm")
@@ -294,14 +296,14 @@ def test_a_dataset_revision_reaches_the_hub_and_a_local_path_is_never_an_id(tmp_
     asked = []
     monkeypatch.setattr(data_io, "require_hub", lambda *args: asked.append(("require_hub", *args)))
     monkeypatch.setattr(datasets, "load_dataset", lambda *a, **k: asked.append(("load_dataset", a, k)) or [])
-    data_io.load_rows("Jiayi-Pan/Countdown-Tasks-3to4", "train", data_io.COUNTDOWN_TASK, "countdown.tasks_source",
+    data_io.load_rows("Jiayi-Pan/Countdown-Tasks-3to4", "train", schemas.COUNTDOWN_TASK, "countdown.tasks_source",
                       "408f70d1")
     assert asked == [("require_hub", "Jiayi-Pan/Countdown-Tasks-3to4", "dataset", "countdown.tasks_source",
                       "408f70d1"),
                      ("load_dataset", ("Jiayi-Pan/Countdown-Tasks-3to4",), {"split": "train", "revision": "408f70d1"})]
     monkeypatch.chdir(tmp_path)
     with pytest.raises(UserError, match=r"^data/hub/countdown: no such file or folder \(from `countdown.tasks_source`"):
-        data_io.load_rows("data/hub/countdown", "train", data_io.COUNTDOWN_TASK, "countdown.tasks_source")
+        data_io.load_rows("data/hub/countdown", "train", schemas.COUNTDOWN_TASK, "countdown.tasks_source")
     assert len(asked) == 2
 
 
@@ -325,7 +327,7 @@ def test_a_bad_hub_models_entry_is_refused_naming_it(entry, message):
 
 
 def test_the_paper_profile_pins_a_revision_for_every_hub_source(tmp_path, monkeypatch):
-    from stages.compose_params import compose
+    from pipeline.compose_params import compose
 
     monkeypatch.chdir(ROOT)
     compose(tmp_path / "params.yaml", ["profile=paper"])

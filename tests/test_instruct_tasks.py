@@ -10,8 +10,8 @@ import time
 
 import pytest
 
-from stages import instruct_families
-from stages.instruct_tasks import (FAMILIES, NOISE_KINDS, Check, Task, build_datasets, check, family_of, make_task,
+from posttrain.instruct import families as instruct_families
+from posttrain.instruct.tasks import (FAMILIES, NOISE_KINDS, Check, Task, build_datasets, check, family_of, make_task,
                                    n_unique_prompts, noisy_response, reference_response)
 
 # (family, prompt, reference): the module docstring's table

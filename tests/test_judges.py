@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 
 from stages import judges
-from stages.data_io import read_jsonl, write_jsonl
-from stages.errors import UserError
+from posttrain.data_io import read_jsonl, write_jsonl
+from posttrain.errors import UserError
 from tests import fake_openai_server as fake
 from tests.conftest import ROOT
 from tests.fake_openai_server import FakeRewardServer, expected_reward
@@ -294,7 +294,7 @@ def test_a_killed_run_resumes_from_its_cache(tmp_path):
 def test_the_stage_scores_with_the_checker(tmp_path, monkeypatch, capsys):
     import random
 
-    from stages.instruct_tasks import make_task, reference_response
+    from posttrain.instruct.tasks import make_task, reference_response
 
     rng = random.Random(0)
     tasks = [make_task(rng) for _ in range(5)]
@@ -324,7 +324,7 @@ def test_the_stage_takes_its_judge_from_params(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     import random
 
-    from stages.instruct_tasks import make_task
+    from posttrain.instruct.tasks import make_task
 
     write_jsonl(tmp_path / "p.jsonl", [{"prompt": make_task(random.Random(0)).prompt}])
     write_jsonl(tmp_path / "g.jsonl", [{"prompt_id": 0, "sample": 0, "text": "hi"}])
@@ -406,12 +406,12 @@ def test_reward_model_judge_reads_an_off_the_shelf_text_pair_classifier(tmp_path
 
 
 def test_judge_stage_writes_the_win_rate_as_eval_instruct_does(tmp_path, monkeypatch):
-    """`--win-rate-out`: the policy's win rate in the judging process, the same file `stages.eval_instruct` writes."""
+    """`--win-rate-out`: the policy's win rate in the judging process, the same file `posttrain.evaluation.win_rate` writes."""
     import random
     import shutil
 
-    from stages import eval_instruct
-    from stages.instruct_tasks import make_task, reference_response
+    from posttrain.evaluation import win_rate as eval_instruct
+    from posttrain.instruct.tasks import make_task, reference_response
 
     shutil.copy(ROOT / "params.yaml", tmp_path / "params.yaml")
     monkeypatch.chdir(tmp_path)

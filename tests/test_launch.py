@@ -1,4 +1,4 @@
-"""`stages.launch`: the accelerate command it builds, its checks, and the SFT stage run in 2 CPU processes."""
+"""`pipeline.launch`: the accelerate command it builds, its checks, and the SFT stage run in 2 CPU processes."""
 
 from __future__ import annotations
 
@@ -12,9 +12,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from stages import launch, params
-from stages.data_io import write_jsonl
-from stages.errors import UserError
+from pipeline import launch
+from pipeline import params
+from posttrain.data_io import write_jsonl
+from posttrain.errors import UserError
 from tests.conftest import ROOT
 
 ROWS = 16  # 16 rows, 4 a process, 2 processes: 2 optimizer steps an epoch (4 in one process)
@@ -51,7 +52,7 @@ def test_accelerate_argv_parses_as_accelerate_runs_it():
     (settings(2, "conf/accelerate/missing.yaml"), "stages.sft", "`launch.config_file`: conf/accelerate/missing.yaml"),
     (settings(2), "os", "os: not a stage module"),
     (settings(2), "stages.nonexistent", "stages.nonexistent: not a stage module"),
-    (settings(2), "stages.launch", "stages.launch: not a stage module"),
+    (settings(2), "pipeline.launch", "pipeline.launch: not a stage module"),
 ])
 def test_check_refuses(launch_settings, module, message, monkeypatch):
     monkeypatch.chdir(ROOT)
@@ -124,7 +125,7 @@ def workdir(tmp_path: Path, num_processes: int, config_file: str | None = None) 
 
 def run_launch(cwd: Path, *args: str | Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "DVC_NO_ANALYTICS": "1", "HF_HUB_OFFLINE": "1"}
-    return subprocess.run([sys.executable, "-m", "stages.launch", *map(str, args)], cwd=cwd, env=env,
+    return subprocess.run([sys.executable, "-m", "pipeline.launch", *map(str, args)], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=600)
 
 

@@ -11,10 +11,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from stages import generate, params, score_countdown
+from stages import generate, score_countdown
+from pipeline import params
 from tests.conftest import ROOT
 from stages.base_model import SPECIAL_TOKENS
-from stages.data_io import write_jsonl
+from posttrain.data_io import write_jsonl
 
 
 def test_tokenizer_agrees_on_every_loading_path(tiny_model):
@@ -127,7 +128,7 @@ def test_instruct_prompts_use_the_chat_template_and_system_prompt(tiny_model):
 
 
 def test_greedy_with_several_samples_is_refused(tiny_model):
-    from stages.errors import UserError
+    from posttrain.errors import UserError
 
     p = _params()
     bad = dataclasses.replace(p, generate=dataclasses.replace(p.generate, greedy=dataclasses.replace(

@@ -90,7 +90,7 @@ def paper(tmp_path_factory):
            "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
     with FakeRewardServer() as server:
         run(["git", "init", "-q"], dest, env)
-        run([sys.executable, "-m", "stages.compose_params", "profile=paper", *sources(standins, server.base_url),
+        run([sys.executable, "-m", "pipeline.compose_params", "profile=paper", *sources(standins, server.base_url),
              *SIZES], dest, env)
         run(["git", "add", "-A"], dest, env)
         run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "paper on stand-ins"], dest, env)
@@ -157,8 +157,9 @@ def test_the_paper_settings_reached_the_stages(paper):
 def test_pulled_models_render_single_turn_and_sample_with_only_the_params_settings(paper, tmp_path, monkeypatch):
     """On the folders the DAG pulled and trained: no default system turn, no inherited sampling defaults."""
 
-    from stages import generate, params
-    from stages.prompts import chat_prompt, load_chat_tokenizer
+    from stages import generate
+    from pipeline import params
+    from posttrain.prompts import chat_prompt, load_chat_tokenizer
 
     repo = paper["repo"]
     monkeypatch.chdir(repo)

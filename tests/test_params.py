@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from stages import params
-from stages.compose_params import compose
-from stages.errors import UserError
+from pipeline import params
+from pipeline.compose_params import compose
+from posttrain.errors import UserError
 from tests.conftest import ROOT
 
 
@@ -55,7 +55,7 @@ def test_paper_instruction_sft_decays_linearly_to_7e7(in_root, tmp_path):
     from transformers import get_scheduler
     from trl import SFTConfig
 
-    from stages.train_utils import trainer_args
+    from posttrain.training.config import trainer_args
 
     compose(tmp_path / "params.yaml", ["profile=paper"])
     fields = params.load(tmp_path / "params.yaml").sft_instruct.trainer
@@ -109,7 +109,7 @@ def test_a_union_takes_the_first_type_that_fits():
 def test_unknown_trainer_field_names_the_parameter(tmp_path):
     from trl import SFTConfig
 
-    from stages.train_utils import trainer_args
+    from posttrain.training.config import trainer_args
 
     with pytest.raises(UserError, match="sft_countdown.trainer.learning_rat"):
         trainer_args(SFTConfig, {"learning_rat": 1.0}, "sft_countdown.trainer", tmp_path)

@@ -32,7 +32,7 @@ def repo(tmp_path_factory) -> Path:
     dest = tmp_path_factory.mktemp("e2e") / "repo"
     copy_repo(dest)
     run(["git", "init", "-q"], dest)
-    run([sys.executable, "-m", "stages.compose_params", "profile=smoke"], dest)
+    run([sys.executable, "-m", "pipeline.compose_params", "profile=smoke"], dest)
     run(["git", "add", "-A"], dest)
     run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "smoke"], dest)
     run(["dvc", "repro"], dest)

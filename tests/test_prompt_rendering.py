@@ -10,9 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from stages import dpo, eval_instruct, generate, params, rl, sft
-from stages.errors import UserError
-from stages.prompts import chat_prompt, countdown_prompt, load_chat_tokenizer, without_default_system
+from stages import dpo, generate, rl, sft
+from posttrain.evaluation import win_rate as eval_instruct
+from pipeline import params
+from posttrain.errors import UserError
+from posttrain.prompts import chat_prompt, countdown_prompt, load_chat_tokenizer, without_default_system
 from tests.conftest import ROOT
 
 USER = "Name three primes."

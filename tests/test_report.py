@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from stages import report
-from stages.errors import UserError
-from stages.eval_instruct import win_metrics
+from posttrain.errors import UserError
+from posttrain.evaluation.win_rate import win_metrics
 from stages.score_countdown import greedy_metrics, pool_metrics
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from stages import params, reward_model
-from stages.data_io import write_jsonl
+from stages import reward_model
+from pipeline import params
+from posttrain.data_io import write_jsonl
 
 TINY_ENCODER = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2,
                 "num_key_value_heads": 1, "max_position_embeddings": 128, "tie_word_embeddings": False}
@@ -147,7 +148,7 @@ def test_each_kind_trains_and_writes_its_outputs(kind, encoder, tiny_model, tiny
 
 
 def test_an_unknown_trainer_field_names_the_parameter(tiny_model, tmp_path):
-    from stages.errors import UserError
+    from posttrain.errors import UserError
 
     write_jsonl(tmp_path / "pairs.jsonl", _pairs(4))
     with pytest.raises(UserError, match="reward_test.trainer.no_such_field"):
@@ -158,7 +159,7 @@ def test_an_unknown_trainer_field_names_the_parameter(tiny_model, tmp_path):
 
 def test_the_encoder_folder_must_be_the_sections_and_exist(tiny_model, tmp_path):
     """`--model` is `<section>.encoder` (DVC tracks that parameter), and a folder that exists: never a hub id."""
-    from stages.errors import UserError
+    from posttrain.errors import UserError
 
     write_jsonl(tmp_path / "pairs.jsonl", _pairs(4))
     files = (tmp_path / "pairs.jsonl", tmp_path / "pairs.jsonl", tmp_path / "rm", tmp_path / "m.json", None)

@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from stages import rewards, rl
-from stages.errors import UserError
+from stages import rl
+from posttrain.training import rewards
+from posttrain.errors import UserError
 
 NUMS, TARGET = [1, 2, 3], 6
 

@@ -11,10 +11,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from stages import generate, params, sft
-from stages.data_io import write_jsonl
-from stages.errors import UserError
-from stages.length_penalty import check, excess_length_penalty, reinforce_surrogate, response_lengths
+from stages import generate, sft
+from pipeline import params
+from posttrain.data_io import write_jsonl
+from posttrain.errors import UserError
+from posttrain.training.length_penalty import check, excess_length_penalty, reinforce_surrogate, response_lengths
 
 ROOT = Path(__file__).resolve().parent.parent
 SYSTEM = "Expert AI: be concise."
@@ -128,7 +129,7 @@ def test_early_stopping_keeps_the_best_checkpoint(tiny_model, tmp_path):
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import SFTConfig, SFTTrainer
 
-    from stages.train_utils import trainer_args
+    from posttrain.training.config import trainer_args
 
     long = [conversation(f"Count {i}.", "1 2 3 4 5 6 7 8 9 10 11 12") for i in range(64)]
     write_jsonl(tmp_path / "train.jsonl", long)

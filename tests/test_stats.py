@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from stages import stats
+from posttrain.evaluation import stats
 
 
 def test_bootstrap_ci_covers_the_truth_and_narrows_with_more_prompts():

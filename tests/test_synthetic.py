@@ -8,11 +8,13 @@ import sys
 import pytest
 import yaml
 
-from stages import countdown, params, synthetic
-from stages.data_io import read_jsonl, write_jsonl
-from stages.errors import UserError
+from stages import synthetic
+from posttrain.countdown import verifier as countdown
+from pipeline import params
+from posttrain.data_io import read_jsonl, write_jsonl
+from posttrain.errors import UserError
 from stages.prepare_countdown import key
-from stages.prompts import countdown_prompt, countdown_query_pattern, parse_countdown_query
+from posttrain.prompts import countdown_prompt, countdown_query_pattern, parse_countdown_query
 from tests.conftest import ROOT
 
 TEMPLATE = "Numbers: {nums}\nTarget: {target}\n"

@@ -1,4 +1,4 @@
-"""The task families behind `stages.instruct_tasks`: templates, ground truth, grading, flawed answers.
+"""The task families behind `posttrain.instruct.tasks`: templates, ground truth, grading, flawed answers.
 
 Each family enumerates its prompt space by index (so unique prompts are drawn without rejection),
 reads its ground truth back out of the prompt text with one regex per template, writes the reference

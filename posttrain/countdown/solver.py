@@ -1,7 +1,7 @@
 """Exhaustive Countdown solver and solvable-puzzle generator (pure; randomness only from a passed rng).
 
 `solve(nums, target)` searches every way to combine all the numbers, each exactly once, with
-`+ - * /` under exact arithmetic, the same rules `stages.countdown.score` checks. It works bottom-up
+`+ - * /` under exact arithmetic, the same rules `posttrain.countdown.verifier.score` checks. It works bottom-up
 over subsets of the numbers (bitmasks): for each subset it keeps one way to reach each distinct value,
 so equal values reached two ways are explored once. That makes 4 numbers a few ms.
 

@@ -11,7 +11,7 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
-from stages.errors import UserError
+from posttrain.errors import UserError
 
 
 def device_precision() -> dict[str, Any]:

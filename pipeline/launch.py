@@ -1,6 +1,6 @@
 """Run a training stage under `accelerate launch`, with the `launch` settings of params.yaml.
 
-    python -m stages.launch stages.sft --section sft_countdown --model models/base \
+    python -m pipeline.launch stages.sft --section sft_countdown --model models/base \
         --train data/countdown/warmstart_train.jsonl --out models/sft_countdown ...
 
 Everything after the module name is the module's own command line. `launch.num_processes` processes
@@ -30,8 +30,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from stages import params
-from stages.errors import UserError, run_main
+from pipeline import params
+from posttrain.errors import UserError, run_main
 
 
 def check(settings: params.Launch, module: str) -> None:

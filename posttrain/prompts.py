@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from stages.errors import UserError
+from posttrain.errors import UserError
 
 # A template's constant system turn, written when the conversation brings none: a Jinja output of one
 # string literal that opens and closes a system turn (Qwen2.5's "You are Qwen, ...", Qwen2's "You are

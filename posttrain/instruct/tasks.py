@@ -1,7 +1,7 @@
 """Seeded instruction tasks and their checker: the embedded profile's SmolTalk, UltraFeedback and judge.
 
 The embedded profile trains a tiny model from scratch, offline, in minutes. In place of SmolTalk and
-UltraFeedback it uses short tasks from ten families (defined in `stages.instruct_families`), each
+UltraFeedback it uses short tasks from ten families (defined in `posttrain.instruct.families`), each
 small enough for such a model to learn; in place of the Nemotron reward model it uses `check`, which
 grades a response from the prompt text alone: every prompt carries its own ground truth.
 
@@ -38,8 +38,8 @@ import random
 from dataclasses import dataclass
 from typing import Any
 
-from stages import instruct_families as fam
-from stages.instruct_families import CORE, EXACT, PARTIAL, WRONG
+from posttrain.instruct import families as fam
+from posttrain.instruct.families import CORE, EXACT, PARTIAL, WRONG
 
 FAMILIES: tuple[str, ...] = tuple(f.name for f in fam.FAMILIES)
 NOISE_KINDS = ("verbose", "partial", "format", "wrong")

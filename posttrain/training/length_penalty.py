@@ -22,8 +22,8 @@ import torch
 from trl import SFTTrainer
 from trl.models.utils import unwrap_model_for_generation
 
-from stages import params
-from stages.errors import UserError
+from pipeline import params
+from posttrain.errors import UserError
 
 IGNORE = -100  # the label of a token that is not scored
 

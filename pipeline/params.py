@@ -21,7 +21,7 @@ from typing import Any
 
 import yaml
 
-from stages.errors import UserError
+from posttrain.errors import UserError
 
 PARAMS_FILE = Path("params.yaml")
 
@@ -106,7 +106,7 @@ class HubModel:
 
 @dataclasses.dataclass(frozen=True)
 class Launch:
-    """How training stages start: `accelerate launch` with these settings (stages/launch.py)."""
+    """How training stages start: `accelerate launch` with these settings (pipeline/launch.py)."""
 
     num_processes: int  # one per GPU; on a CPU, processes that train data-parallel over gloo
     config_file: str | None  # an accelerate config file (DDP, FSDP or DeepSpeed); null: accelerate's defaults
@@ -124,7 +124,7 @@ class Lora:
 
 @dataclasses.dataclass(frozen=True)
 class LengthPenalty:
-    """002's penalty lambda * E[max(0, len(sample) - len(reference))^2]; stages/length_penalty.py: how it trains."""
+    """002's penalty lambda * E[max(0, len(sample) - len(reference))^2]; posttrain/training/length_penalty.py: how it trains."""
 
     weight: float  # lambda; 0 turns the term off
     every: int  # optimizer steps between two penalty terms (002: 100)

@@ -1,6 +1,6 @@
 """Instruction-following metrics of one policy: the win rate against the reference model, and text metrics.
 
-    python -m stages.eval_instruct --prompts data/instruct/gen_test.jsonl \
+    python -m posttrain.evaluation.win_rate --prompts data/instruct/gen_test.jsonl \
         --policy-judged data/judged/<judge>/<model>.jsonl --reference-judged data/judged/<judge>/<reference>.jsonl \
         --policy-generations data/generations/instruct/<model>.jsonl \
         --reference-generations data/generations/instruct/<reference>.jsonl --out metrics/instruct/<judge>/<model>.json
@@ -36,10 +36,12 @@ from pathlib import Path
 
 import numpy as np
 
-from stages import params, stats
-from stages.data_io import ULTRAFEEDBACK, read_jsonl, write_json
-from stages.errors import UserError, run_main
-from stages.prompts import chat_prompt, load_chat_tokenizer
+from pipeline import params
+from posttrain.evaluation import stats
+from posttrain.data_io import read_jsonl, write_json
+from posttrain.schemas import ULTRAFEEDBACK
+from posttrain.errors import UserError, run_main
+from posttrain.prompts import chat_prompt, load_chat_tokenizer
 
 N_BOOT = 2000  # resamples per interval: at 200-300 prompts an endpoint moves by ~0.002 (sd) between seeds
 LEVEL = 0.95
@@ -287,7 +289,7 @@ def evaluate(prompts: Path, policy_judged: Path, reference_judged: Path, policy_
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(prog="python -m stages.eval_instruct", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m posttrain.evaluation.win_rate", description=__doc__.split("\n")[0])
     for name in ("prompts", "policy-judged", "reference-judged", "policy-generations", "reference-generations",
                  "out"):
         parser.add_argument(f"--{name}", type=Path, required=True)

@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from stages import countdown
+from posttrain.countdown import verifier as countdown
 
 RewardFunc = Callable[..., list[float]]
 
@@ -56,7 +56,7 @@ def reward_model_reward(model_dir: Path, batch_size: int = 32) -> RewardFunc:
     Scores come from `stages.reward_model.score_with`, so the RL reward reads text exactly as the reward
     model was trained and evaluated on it. The model is loaded once, here.
     """
-    from stages.data_io import require_model_dir
+    from posttrain.data_io import require_model_dir
     from stages.reward_model import load_scorer, score_with
 
     model, tokenizer = load_scorer(require_model_dir(model_dir, "--reward-model"))

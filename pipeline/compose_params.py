@@ -1,7 +1,7 @@
 """Write params.yaml from conf/ with DVC's own Hydra composition, as `dvc exp run` does.
 
-    python -m stages.compose_params                  # the default (embedded) profile
-    python -m stages.compose_params profile=paper    # then `dvc repro` runs the paper profile
+    python -m pipeline.compose_params                  # the default (embedded) profile
+    python -m pipeline.compose_params profile=paper    # then `dvc repro` runs the paper profile
 
 Overrides use Hydra's grammar, as `dvc exp run -S` does; an unknown key fails.
 """
@@ -11,8 +11,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from stages.errors import UserError, run_main
-from stages.params import PARAMS_FILE, load
+from posttrain.errors import UserError, run_main
+from pipeline.params import PARAMS_FILE, load
 
 
 def compose(output: Path, overrides: list[str]) -> None:

@@ -19,41 +19,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from stages.errors import UserError
-
-Check = Callable[[Any], bool]
-
-
-def _is_int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
-def _is_number(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
-
-
-def _is_messages(v: Any) -> bool:
-    return isinstance(v, list) and all(
-        isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str) for m in v
-    )
-
-
-# Each schema maps a field to a check of its value: the columns a stage needs, in the hub's names.
-COUNTDOWN_TASK: dict[str, Check] = {
-    "target": _is_int,
-    "nums": lambda v: isinstance(v, list) and len(v) > 0 and all(_is_int(n) and n >= 0 for n in v),
-}
-WARMSTART: dict[str, Check] = {"query": lambda v: isinstance(v, str), "completion": lambda v: isinstance(v, str)}
-SMOLTALK: dict[str, Check] = {"messages": _is_messages, "source": lambda v: isinstance(v, str)}
-ULTRAFEEDBACK: dict[str, Check] = {
-    "prompt": lambda v: isinstance(v, str),
-    "prompt_id": lambda v: isinstance(v, str),
-    "chosen": _is_messages,
-    "rejected": _is_messages,
-    "messages": _is_messages,
-    "score_chosen": _is_number,
-    "score_rejected": _is_number,
-}
+from posttrain.errors import UserError
+from posttrain.schemas import Check
 
 _LOCAL_SUFFIXES = {".jsonl": "json", ".json": "json", ".parquet": "parquet"}
 
@@ -194,8 +161,15 @@ def read_jsonl(path: str | Path, schema: dict[str, Check] | None = None) -> list
     return validate(rows, schema, str(path)) if schema is not None else rows
 
 
-def write_jsonl(path: str | Path, rows: Iterable[dict[str, Any]]) -> int:
-    """Write rows as JSONL through a temporary file, so a crash never leaves a half-written file."""
+def write_jsonl(path: str | Path, rows: Iterable[dict[str, Any]], schema: dict[str, Check] | None = None) -> int:
+    """Write rows as JSONL through a temporary file, so a crash never leaves a half-written file. With a
+    schema, each row is checked against it first: a writer that breaks its own format fails loudly."""
+    if schema is not None:
+        rows = list(rows)
+        for index, row in enumerate(rows):
+            bad = [f for f, check in schema.items() if f not in row or not check(row[f])]
+            if bad:
+                raise ValueError(f"{path}: row {index}: field `{bad[0]}` breaks the schema ({row.get(bad[0])!r})")
     return _write_atomic(Path(path), lambda f: sum(f.write(json.dumps(row) + "\n") > 0 for row in rows))
 
 
