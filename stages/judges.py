@@ -104,7 +104,7 @@ class RewardModelJudge:
     name = "reward_model"
 
     def __init__(self, model: str, batch_size: int = 32, max_length: int | None = None):
-        from stages.reward_model import load_scorer
+        from posttrain.training.reward_model import load_scorer
 
         require_model_dir(model, "--model")  # a folder a stage made (a trained or pulled model), never a hub id
         self.model = model
@@ -115,7 +115,7 @@ class RewardModelJudge:
         self.max_length = limit if max_length is None else min(limit, max_length)
 
     def score(self, prompts: Sequence[str], responses: Sequence[str]) -> list[float]:
-        from stages.reward_model import score_with
+        from posttrain.training.reward_model import score_with
 
         _same_length(prompts, responses)
         return score_with(self._model, self._tokenizer, prompts, responses, self.batch_size, self.max_length)

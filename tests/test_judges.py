@@ -367,7 +367,7 @@ def test_reward_model_judge_reads_the_pipelines_qwen2_reward_model(tiny_model, t
     import torch
     from transformers import AutoConfig, AutoTokenizer, Qwen2ForSequenceClassification
 
-    from stages.reward_model import score_pairs
+    from posttrain.training.reward_model import score_pairs
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_model)
     config = AutoConfig.from_pretrained(tiny_model, num_labels=1, pad_token_id=tokenizer.eos_token_id)

@@ -163,7 +163,7 @@ def test_every_stage_renders_one_prompt(system_prompt, qwen_model, tmp_path, mon
 
 def test_a_reward_model_reads_the_user_and_assistant_turns_only(qwen_model):
     """A judge and the RL reward show the reward model [user, assistant], without the template's default."""
-    from stages.reward_model import encode, load_scorer
+    from posttrain.training.reward_model import encode, load_scorer
 
     _, tokenizer = load_scorer(qwen_model)
     ids = encode(tokenizer, [USER], [ANSWER], 256)["input_ids"][0]

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from stages import reward_model
+from posttrain.training import reward_model as scoring
 from pipeline import params
 from posttrain.data_io import write_jsonl
 
@@ -27,18 +28,18 @@ RESPONSES = ["hi", "<answer>1 + 2 + 3</answer>", "Hello there! hi", "tac", "a lo
     ([0.1, 0.1], [0.1, 0.1], 0.5),
 ])
 def test_pairwise_accuracy_counts_ties_as_half(chosen, rejected, expected):
-    assert reward_model.pairwise_accuracy(chosen, rejected) == pytest.approx(expected)
+    assert scoring.pairwise_accuracy(chosen, rejected) == pytest.approx(expected)
 
 
 @pytest.mark.parametrize("chosen, rejected", [([], []), ([1.0], [1.0, 2.0])])
 def test_pairwise_accuracy_refuses_empty_or_unmatched(chosen, rejected):
     with pytest.raises(ValueError):
-        reward_model.pairwise_accuracy(chosen, rejected)
+        scoring.pairwise_accuracy(chosen, rejected)
 
 
 @pytest.mark.parametrize("score, target", [(1.0, 0.0), (10.0, 1.0), (5.5, 0.5), (7.0, 6 / 9)])
 def test_scores_map_to_unit_interval(score, target):
-    assert reward_model.normalized_score(score) == pytest.approx(target)
+    assert scoring.normalized_score(score) == pytest.approx(target)
 
 
 def _cfg(trainer: dict, encoder: Path, config: dict | None = TINY_ENCODER) -> params.RewardModel:
@@ -60,15 +61,15 @@ def test_encode_renders_the_chat_turn_and_truncates(built_scorer):
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(built_scorer)
-    ids = reward_model.encode(tokenizer, PROMPTS[:1], RESPONSES[:1], 64)["input_ids"]
+    ids = scoring.encode(tokenizer, PROMPTS[:1], RESPONSES[:1], 64)["input_ids"]
     assert tokenizer.decode(ids[0]) == "<|im_start|>user\nSay hi.<|im_end|>\n<|im_start|>assistant\nhi<|im_end|>\n"
     assert tokenizer.model_max_length == 64
-    assert max(len(i) for i in reward_model.encode(tokenizer, PROMPTS, RESPONSES, 64)["input_ids"]) == 64
+    assert max(len(i) for i in scoring.encode(tokenizer, PROMPTS, RESPONSES, 64)["input_ids"]) == 64
 
 
 def test_score_pairs_is_one_float_per_pair_and_batch_size_invariant(built_scorer):
-    one = reward_model.score_pairs(built_scorer, PROMPTS, RESPONSES, batch_size=1)
-    four = reward_model.score_pairs(built_scorer, PROMPTS, RESPONSES, batch_size=4)
+    one = scoring.score_pairs(built_scorer, PROMPTS, RESPONSES, batch_size=1)
+    four = scoring.score_pairs(built_scorer, PROMPTS, RESPONSES, batch_size=4)
     assert len(one) == len(PROMPTS) and all(isinstance(s, float) for s in one)
     assert four == pytest.approx(one, abs=1e-5)
     assert len(set(one)) > 1  # the scores depend on the text
@@ -95,13 +96,13 @@ def test_score_pairs_reads_an_encoder_with_a_text_pair_tokenizer(tiny_distilbert
 
     model, tokenizer = reward_model.build_encoder(_cfg({}, tiny_distilbert, config=None), "reward_test",
                                                   tiny_distilbert, seed=0)
-    ids = reward_model.encode(tokenizer, ["say hi."], ["hi"], 32)["input_ids"][0]
+    ids = scoring.encode(tokenizer, ["say hi."], ["hi"], 32)["input_ids"][0]
     assert tokenizer.convert_ids_to_tokens(ids) == ["[CLS]", "say", "hi", ".", "[SEP]", "hi", "[SEP]"]
     model.save_pretrained(tiny_distilbert.parent / "rm")
     AutoTokenizer.from_pretrained(tiny_distilbert).save_pretrained(tiny_distilbert.parent / "rm")
-    one = reward_model.score_pairs(tiny_distilbert.parent / "rm", PROMPTS, RESPONSES, batch_size=1)
+    one = scoring.score_pairs(tiny_distilbert.parent / "rm", PROMPTS, RESPONSES, batch_size=1)
     assert len(one) == len(PROMPTS) and len(set(one)) > 1
-    four = reward_model.score_pairs(tiny_distilbert.parent / "rm", PROMPTS, RESPONSES, batch_size=4)
+    four = scoring.score_pairs(tiny_distilbert.parent / "rm", PROMPTS, RESPONSES, batch_size=4)
     assert four == pytest.approx(one, abs=1e-5)
 
 
@@ -143,7 +144,7 @@ def test_each_kind_trains_and_writes_its_outputs(kind, encoder, tiny_model, tiny
     assert set(result) == {"pairwise_accuracy", "n", "ties"} and result["n"] == 6
     assert 0.0 <= result["pairwise_accuracy"] <= 1.0
     assert (live / "metrics.json").exists() and not (tmp_path / "rm.tmp").exists()
-    scores = reward_model.score_pairs(out, ["Say hi."], ["hi"])
+    scores = scoring.score_pairs(out, ["Say hi."], ["hi"])
     assert len(scores) == 1
 
 

@@ -47,7 +47,7 @@ def test_countdown_reward_refuses_misaligned_columns():
 def test_reward_model_reward_scores_as_the_reward_model_stage_does(tiny_model, tmp_path):
     from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
-    from stages.reward_model import score_pairs
+    from posttrain.training.reward_model import score_pairs
 
     torch.manual_seed(0)
     config = AutoConfig.from_pretrained(tiny_model, num_labels=1)

@@ -11,7 +11,7 @@ Two kinds plug in the same way:
 - a verifier: `countdown_reward` wraps the pure `countdown.score`; the ground truth (`target`, `nums`)
   travels with each row, so the reward needs only the text and the row;
 - a reward model: `reward_model_reward(model_dir)` returns a function that scores (prompt, response)
-  with a local one-output sequence-classification model, through `stages.reward_model`'s scorer.
+  with a local one-output sequence-classification model, through `posttrain.training.reward_model`'s scorer.
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ def countdown_reward(prompts: Sequence[Any], completions: Sequence[Any], target:
 def prompt_text(prompt: str | list[dict[str, Any]]) -> str:
     """What a reward model reads as the prompt: the string itself, or the last user turn of a conversation.
 
-    A reward model is trained on [user, assistant] turns (`stages.reward_model.encode`), so the policy's
+    A reward model is trained on [user, assistant] turns (`posttrain.training.reward_model.encode`), so the policy's
     system prompt is not shown to it.
     """
     if isinstance(prompt, str):
@@ -53,11 +53,11 @@ def prompt_text(prompt: str | list[dict[str, Any]]) -> str:
 def reward_model_reward(model_dir: Path, batch_size: int = 32) -> RewardFunc:
     """A reward function scoring (prompt, response) with the one-output reward model saved in `model_dir`.
 
-    Scores come from `stages.reward_model.score_with`, so the RL reward reads text exactly as the reward
+    Scores come from `posttrain.training.reward_model.score_with`, so the RL reward reads text exactly as the reward
     model was trained and evaluated on it. The model is loaded once, here.
     """
     from posttrain.data_io import require_model_dir
-    from stages.reward_model import load_scorer, score_with
+    from posttrain.training.reward_model import load_scorer, score_with
 
     model, tokenizer = load_scorer(require_model_dir(model_dir, "--reward-model"))
 

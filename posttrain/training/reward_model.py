@@ -1,0 +1,104 @@
+"""Reward models: the regression target, pairwise accuracy, and scoring (prompt, response) pairs.
+
+The scorer reads any local sequence-classification folder with one output: the reward models the
+pipeline trains and off-the-shelf ones (OpenAssistant's DeBERTa). The RL reward adapter, the
+reward-model judge and the training stage all score through `score_with`, so a response gets one
+reward whoever asks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from posttrain.prompts import load_chat_tokenizer
+
+KINDS = ("pointwise", "bradley_terry")
+SCORE_RANGE = (1.0, 10.0)  # UltraFeedback's scale
+
+
+def normalized_score(score: float) -> float:
+    """An UltraFeedback score mapped from 1-10 to [0, 1], the pointwise regression target."""
+    low, high = SCORE_RANGE
+    return (score - low) / (high - low)
+
+
+def pairwise_accuracy(chosen: Sequence[float], rejected: Sequence[float]) -> float:
+    """Share of pairs where the chosen response scores higher; a tie counts one half, as a coin flip would."""
+    if len(chosen) != len(rejected) or not chosen:
+        raise ValueError(f"need as many chosen as rejected scores, at least one: {len(chosen)} vs {len(rejected)}")
+    return sum(1.0 if c > r else 0.5 if c == r else 0.0 for c, r in zip(chosen, rejected)) / len(chosen)
+
+
+def encode(tokenizer, prompts: Sequence[str], responses: Sequence[str], max_length: int) -> dict[str, list]:
+    """Token ids of what the reward model reads, for training and scoring alike, unpadded.
+
+    A tokenizer with a chat template (the pipeline's Qwen2 one) renders the [user, assistant] turn as
+    the policy sees it, with no system turn (`load_chat_tokenizer` takes out a template's default); an
+    encoder's tokenizer (BERT, DeBERTa) gets the prompt and response as a text pair,
+    `[CLS] prompt [SEP] response [SEP]`, which is how OpenAssistant's reward models were trained.
+    No token type ids: TRL's preference collator drops them, so scoring must not depend on them.
+    """
+    if len(prompts) != len(responses):
+        raise ValueError(f"{len(prompts)} prompts but {len(responses)} responses")
+    common = {"truncation": True, "max_length": max_length, "return_token_type_ids": False}
+    if tokenizer.chat_template:
+        texts = [tokenizer.apply_chat_template([{"role": "user", "content": p}, {"role": "assistant", "content": r}],
+                                               tokenize=False) for p, r in zip(prompts, responses)]
+        # the template writes any special tokens itself
+        return dict(tokenizer(texts, add_special_tokens=False, **common))
+    return dict(tokenizer(list(prompts), list(responses), **common))
+
+
+def score_with(model, tokenizer, prompts: Sequence[str], responses: Sequence[str], batch_size: int,
+               max_length: int | None = None) -> list[float]:
+    """One reward per (prompt, response), from a loaded one-output sequence-classification model.
+
+    Batches are length-sorted and right-padded: a causal encoder then sees each sequence at the same
+    positions as alone, and pools its last real token, so scores do not depend on the batch size.
+    """
+    import torch
+
+    if max_length is None:  # a trained reward model saves its truncation length with its tokenizer
+        max_length = min(tokenizer.model_max_length, getattr(model.config, "max_position_embeddings", None) or 10**9)
+    if model.config.num_labels != 1:
+        raise ValueError(f"a reward model has one output; this one has {model.config.num_labels}")
+    ids = encode(tokenizer, prompts, responses, max_length)["input_ids"]
+    order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
+    scores = [0.0] * len(ids)
+    model.eval()
+    device = next(model.parameters()).device
+    with torch.inference_mode():
+        for start in range(0, len(order), batch_size):
+            chunk = order[start:start + batch_size]
+            batch = tokenizer.pad({"input_ids": [ids[i] for i in chunk]}, padding_side="right", return_tensors="pt")
+            logits = model(input_ids=batch["input_ids"].to(device),
+                           attention_mask=batch["attention_mask"].to(device)).logits
+            for i, value in zip(chunk, logits[:, 0].float().tolist()):
+                scores[i] = value
+    return scores
+
+
+def load_scorer(model_dir: str | Path):
+    """The model (on the GPU when there is one) and tokenizer of a reward model folder, with a pad token set."""
+    import torch
+    from transformers import AutoModelForSequenceClassification
+
+    tokenizer = load_chat_tokenizer(model_dir)
+    model = AutoModelForSequenceClassification.from_pretrained(model_dir)
+    _set_pad_token(model, tokenizer)
+    return model.to("cuda" if torch.cuda.is_available() else "cpu"), tokenizer
+
+
+def score_pairs(model_dir: str | Path, prompts: Sequence[str], responses: Sequence[str], batch_size: int = 32,
+                max_length: int | None = None) -> list[float]:
+    """One reward per (prompt, response) from the reward model saved in `model_dir` (any one-output model)."""
+    model, tokenizer = load_scorer(model_dir)
+    return score_with(model, tokenizer, prompts, responses, batch_size, max_length)
+
+
+def _set_pad_token(model, tokenizer) -> None:
+    """A sequence classifier pools the last non-pad token, so it must know the pad id (TRL does the same)."""
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    model.config.pad_token_id = tokenizer.pad_token_id
