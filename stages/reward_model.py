@@ -45,7 +45,7 @@ from posttrain.schemas import ULTRAFEEDBACK
 from posttrain.errors import UserError, run_main
 from posttrain.prompts import load_chat_tokenizer
 from posttrain.training.config import dvclive_callback, trainer_args
-from posttrain.training.reward_model import (KINDS, _set_pad_token, encode, normalized_score, pairwise_accuracy,
+from posttrain.training.reward_model import (KINDS, _set_pad_token, encode, load_scorer, normalized_score, pairwise_accuracy,
                                              score_with)
 
 def build_encoder(cfg: params.RewardModel, section: str, encoder_dir: Path, seed: int):
