@@ -17,10 +17,10 @@ import sys
 import time
 from pathlib import Path
 
-from stages import generate
 from pipeline import params
 from posttrain.data_io import read_jsonl
 from posttrain.schemas import COUNTDOWN_TASK
+from stages import generate
 
 REQUIRED_SPEEDUP = 5.0
 

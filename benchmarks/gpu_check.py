@@ -3,7 +3,7 @@
     python -m benchmarks.gpu_check [--dry] [--out figures.json] [--peak-tflops 989] [--methods sft dpo ...]
 
 A model shaped as Qwen2.5-0.5B (its published config, written out below) with random weights, and a
-tokenizer trained here by `stages.base_model.train_tokenizer` with the chat tokens the stages use (no
+tokenizer trained here by `posttrain.training.base_model.train_tokenizer` with the chat tokens the stages use (no
 network); the embedding is padded to the real 151,936-token vocabulary, so every matmul has the real
 model's shape. Synthetic rows in the stages' own input formats, each filling the paper's lengths, go
 through the stages' own code with `conf/profile/paper.yaml`'s settings, read at run time; only the step
@@ -12,9 +12,9 @@ counts are capped:
 - `sft`: `stages.sft.train` at `sft_countdown`'s settings, on warmstart rows (`query`, `completion`);
 - `sft_instruct`: the same at `sft_instruct`'s (batch 32 x 8), on SmolTalk rows (`messages`);
 - `dpo`: `stages.dpo.build_trainer` at `dpo`'s settings, on UltraFeedback rows;
-- `rloo`: `stages.rl.train` at `rloo_countdown`'s settings, on Countdown tasks, with transformers
+- `rloo`: `posttrain.training.rl.train` at `rloo_countdown`'s settings, on Countdown tasks, with transformers
   sampling (`use_vllm: false`: vLLM's wheel cannot be carried to the GPU machine);
-- `generate`: `stages.generate.generate_transformers` with `generate.greedy` and `generate.batch_size`.
+- `generate`: `posttrain.generation.generate_transformers` with `generate.greedy` and `generate.batch_size`.
 
 Precision is the stages' own: bf16 autocast over fp32 master weights in training, the checkpoint's bf16
 weights in generation. `sft.train` and `rl.train` take their one callback through `live` (DVCLive's);
@@ -24,7 +24,7 @@ It prints, per method, tokens/s, step time (mean over the steps after warm-up), 
 MFU, then an ESTIMATE of each paper stage's wall time: the sequences the stage trains on (rows x epochs,
 or max_steps x batch) times the measured seconds per sequence, or generation batches times the measured
 batch time. Random weights never stop early, and sampling is forced to its cap (`min_new_tokens`: RLOO
-through `generation_kwargs`, generation by wrapping `generate.generation_config`), so every row and
+through `generation_kwargs`, generation by wrapping `generation.generation_config`), so every row and
 completion is at its length cap: the estimates are upper bounds for a trained model that
 stops early. `--out` also writes the figures as JSON.
 
@@ -62,13 +62,15 @@ import yaml
 from transformers import TrainerCallback
 
 from benchmarks.gpu_estimates import ASSUMPTIONS, NOT_ESTIMATED, estimates, report
-from stages import dpo, generate, rl, sft
 from pipeline import params
-from stages.base_model import train_tokenizer
+from posttrain import generation
 from posttrain.data_io import read_jsonl, write_jsonl
-from posttrain.schemas import COUNTDOWN_TASK
 from posttrain.prompts import countdown_prompt
+from posttrain.schemas import COUNTDOWN_TASK
+from posttrain.training import rl
+from posttrain.training.base_model import train_tokenizer
 from posttrain.training.rewards import countdown_reward
+from stages import dpo, sft
 
 PAPER_PROFILE = Path(__file__).resolve().parent.parent / "conf" / "profile" / "paper.yaml"
 METHODS = ("sft", "dpo", "rloo", "generate", "sft_instruct")  # the one most likely to run out of memory last
@@ -283,8 +285,8 @@ class Check:
         decoding = from_yaml(params.Decoding, {**g["greedy"], **self.size.generate})
         prompts = [countdown_prompt(self.template, **self.task()) for _ in range(batch * self.size.gen_batches)]
         done, tokens, per_batch = [], [], batch * decoding.n
-        with mock.patch.object(generate, "generation_config", forced_length(generate.generation_config)):
-            for _index, _sample, _text, _n_prompt, n_new, _finish in generate.generate_transformers(
+        with mock.patch.object(generation, "generation_config", forced_length(generation.generation_config)):
+            for _index, _sample, _text, _n_prompt, n_new, _finish in generation.generate_transformers(
                     self.model_dir, prompts, decoding, batch_size=batch, seed=0):
                 if len(tokens) % per_batch == 0:  # a batch's rows come together, once it has finished
                     sync()
@@ -304,7 +306,7 @@ class Check:
 
 
 def forced_length(make_config):
-    """`generate.generation_config` with `min_new_tokens` = `max_new_tokens` added to the configs it makes.
+    """`generation.generation_config` with `min_new_tokens` = `max_new_tokens` added to the configs it makes.
 
     The stage samples with its decoding's settings and nothing else, so a minimum length cannot come
     from the model's own generation config: the check wraps the function that builds the config.

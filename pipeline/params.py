@@ -9,6 +9,12 @@ mode; this catches hand edits). Sections that are handed to a library config (TR
 The file is composed by Hydra from `conf/` (`conf/config.yaml` plus one `conf/profile/*.yaml`);
 `dvc exp run -S profile=paper` swaps the profile. A test keeps the committed `params.yaml` equal to
 the composition of the default profile.
+
+Why a hand-written checker and not Hydra's structured configs (`OmegaConf.structured(Params)`):
+OmegaConf 2.3, the version Hydra 1.3 takes, refuses unions of containers, and `dpo.loss_type` is
+`str | list[str]` as TRL's `DPOConfig` takes it; it also merges into frozen dataclasses only by
+unfreezing every section. The ~50 lines below check the same things (unknown, missing and mistyped
+keys, naming the parameter) on the frozen dataclasses the stages read.
 """
 
 from __future__ import annotations

@@ -178,6 +178,17 @@ def write_json(path: str | Path, data: Any) -> None:
     write_text(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
 
 
+def write_metrics(path: str | Path, data: dict[str, Any], keys: list[str]) -> None:
+    """Write a flat metrics JSON after checking it holds `keys` (a `schemas` list): a writer that breaks
+    the format its reader expects fails here, not in the report."""
+    from posttrain.schemas import check_metrics
+
+    problem = check_metrics(data, keys, str(path))
+    if problem:
+        raise ValueError(problem)
+    write_json(path, data)
+
+
 def write_text(path: str | Path, text: str) -> None:
     """Write a text file atomically."""
     _write_atomic(Path(path), lambda f: f.write(text))

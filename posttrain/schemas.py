@@ -32,6 +32,10 @@ def is_finite(v: Any) -> bool:
     return is_number(v) and math.isfinite(v)
 
 
+def is_index(v: Any) -> bool:
+    return is_int(v) and v >= 0
+
+
 def is_str(v: Any) -> bool:
     return isinstance(v, str)
 
@@ -75,8 +79,8 @@ REFERENCE_ANSWER: dict[str, Check] = {"messages": SMOLTALK["messages"]}  # 002's
 
 # ------------------------------------------------------------------ rows the pipeline writes
 GENERATION: dict[str, Check] = {  # stages.generate: one row per (prompt, sample), sorted by both
-    "prompt_id": is_int,  # row index into the prompt file
-    "sample": is_int,
+    "prompt_id": is_index,  # row index into the prompt file
+    "sample": is_index,
     "text": is_str,
     "prompt_tokens": is_int,
     "completion_tokens": is_int,

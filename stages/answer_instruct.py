@@ -5,7 +5,8 @@
         --reference-answers data/generations/instruct_refs/dpo.jsonl --text-metrics metrics/instruct_text/dpo.json
 
 1. The model answers `--prompts` (the held-out prompts the judges read) with `generate.instruct`, as
-   `stages.generate` does for the reference model (`generate_reference`): the same code and rows.
+   `stages.generate` does for the reference model (`generate_reference`): the same code
+   (`posttrain.generation`) and rows.
 2. It answers the first `--limit` held-out SmolTalk rows of `--references` the same way, a separate
    `generate` call, so the judged answers do not depend on `--limit`.
 3. `posttrain.evaluation.win_rate.text_metrics`: BLEU of those answers against the rows' reference responses,
@@ -22,12 +23,12 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from stages import generate
-from posttrain.evaluation import win_rate as eval_instruct
 from pipeline import params
-from posttrain.data_io import read_jsonl, require_model_dir, write_json, write_jsonl
-from posttrain.schemas import SMOLTALK
+from posttrain import generation
+from posttrain.data_io import read_jsonl, require_model_dir, write_jsonl, write_metrics
 from posttrain.errors import run_main
+from posttrain.evaluation import text_metrics as eval_instruct
+from posttrain.schemas import GENERATION, REFERENCE_ANSWER, TEXT_METRICS
 
 
 def main() -> None:
@@ -42,15 +43,19 @@ def main() -> None:
     args = parser.parse_args()
     require_model_dir(args.model, "--model")
     p = params.load()
-    references = read_jsonl(args.references, {"messages": SMOLTALK["messages"]})
-    prompt_rows = generate.read_prompts(args.prompts, "instruct")
-    reference_rows = generate.read_prompts(args.references, "instruct")[:args.limit]
-    write_jsonl(args.out, generate.generate(args.model, "instruct", prompt_rows, p, "instruct"))
-    answers = generate.generate(args.model, "instruct", reference_rows, p, "instruct")
-    write_jsonl(args.reference_answers, answers)
+    references = read_jsonl(args.references, REFERENCE_ANSWER)
+    prompt_rows = generation.read_prompts(args.prompts, "instruct")
+    reference_rows = generation.read_prompts(args.references, "instruct")[:args.limit]
+    settings = {"decoding_name": "instruct", "backend": p.generate.backend, "batch_size": p.generate.batch_size,
+                "seed": p.seed, "prompt_template": p.countdown.prompt_template,
+                "system_prompt": p.instruct.system_prompt}
+    answers = generation.generate(args.model, "instruct", prompt_rows, p.generate.instruct, **settings)
+    write_jsonl(args.out, answers, GENERATION)
+    answers = generation.generate(args.model, "instruct", reference_rows, p.generate.instruct, **settings)
+    write_jsonl(args.reference_answers, answers, GENERATION)
     result = eval_instruct.text_metrics(references, answers, args.model, p.instruct.system_prompt, args.references,
                                         args.reference_answers)
-    write_json(args.text_metrics, result)
+    write_metrics(args.text_metrics, result, TEXT_METRICS)
     print(", ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in result.items()))
 
 

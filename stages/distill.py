@@ -20,19 +20,12 @@ import argparse
 import random
 from pathlib import Path
 
-from posttrain.countdown import verifier as countdown
 from pipeline import params
+from posttrain.countdown import verifier as countdown
 from posttrain.data_io import read_jsonl, write_json, write_jsonl
-from posttrain.schemas import COUNTDOWN_TASK
 from posttrain.errors import UserError, run_main
 from posttrain.prompts import countdown_prompt
-
-# The fields of a stages.generate row that collecting needs.
-GENERATION = {
-    "prompt_id": lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0,
-    "sample": lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0,
-    "text": lambda v: isinstance(v, str),
-}
+from posttrain.schemas import COUNTDOWN_TASK, GENERATION, WARMSTART
 
 
 def sample_prompts(tasks: list[dict], n: int, seed: int) -> list[dict]:
@@ -90,14 +83,14 @@ def main() -> None:
     p = params.load()
     if args.command == "prompts":
         rows = sample_prompts(read_jsonl(args.train, COUNTDOWN_TASK), p.distill.prompts, p.seed)
-        write_jsonl(args.out, rows)
+        write_jsonl(args.out, rows, COUNTDOWN_TASK)
         print(f"{len(rows)} distillation prompts -> {args.out}")
         return
     prompt_rows = read_jsonl(args.prompts, COUNTDOWN_TASK)
     generations = read_jsonl(args.generations, GENERATION)
     rows, summary = collect(prompt_rows, generations, p.countdown.prompt_template, p.distill.verified_only,
                             str(args.generations))
-    write_jsonl(args.out, rows)
+    write_jsonl(args.out, rows, WARMSTART)
     write_json(args.summary, summary)
     print(", ".join(f"{k}={v}" for k, v in summary.items()))
 

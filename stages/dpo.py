@@ -36,15 +36,17 @@ from pathlib import Path
 
 from pipeline import params
 from posttrain.data_io import read_jsonl, require_model_dir
-from posttrain.schemas import ULTRAFEEDBACK
 from posttrain.errors import UserError, run_main
 from posttrain.prompts import chat_messages, load_chat_tokenizer
+from posttrain.schemas import ULTRAFEEDBACK
 from posttrain.training.config import dvclive_callback, lora_config, save_trained, trainer_args
 
 EOS = "<|im_end|>"
 PREFERENCE = {field: ULTRAFEEDBACK[field] for field in ("prompt", "chosen", "rejected")}
 # TRL 1.16's loss types. TRL checks the name only when it computes the first loss, after loading two
-# models and tokenizing the data; this fails before any of it.
+# models and tokenizing the data; this fails before any of it. A copy because TRL exports no list: its
+# names live only in `DPOTrainer.dpo_loss`'s if/elif chain and the prose of `DPOConfig.loss_type`'s help,
+# which tests/test_dpo.py compares this with, so a TRL upgrade that adds or drops one fails there.
 LOSS_TYPES = ("sigmoid", "hinge", "ipo", "exo_pair", "nca_pair", "robust", "bco_pair", "sppo_hard", "aot",
               "aot_unpaired", "apo_zero", "apo_down", "discopop", "sft", "sigmoid_norm")
 

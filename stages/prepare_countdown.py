@@ -25,78 +25,12 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from posttrain.countdown import verifier as countdown
-from posttrain.countdown import solver as countdown_solver
 from pipeline import params
+from posttrain.countdown.puzzles import generate_tasks, key, solved_completion, verified_warmstart
 from posttrain.data_io import load_rows, write_json, write_jsonl
-from posttrain.schemas import COUNTDOWN_TASK, WARMSTART
 from posttrain.errors import UserError, run_main
-from posttrain.prompts import countdown_prompt, countdown_query_pattern, parse_countdown_query
-
-Puzzle = tuple[int, tuple[int, ...]]
-
-
-def key(row: dict) -> Puzzle:
-    """Puzzles are the same when target and the multiset of numbers are."""
-    return row["target"], tuple(sorted(row["nums"]))
-
-
-def generate_tasks(cfg: params.CountdownGenerator, n: int, rng: random.Random) -> list[dict]:
-    """`n` distinct solvable puzzles, or a UserError when the parameters allow fewer."""
-    low_count, high_count = cfg.num_count
-    seen: set[Puzzle] = set()
-    rows = []
-    misses = 0
-    with tqdm(total=n, desc="countdown puzzles", mininterval=2) as bar:
-        while len(rows) < n:
-            row_nums, target = countdown_solver.make_puzzle(
-                rng, rng.randint(low_count, high_count), cfg.low, cfg.high, cfg.target_low, cfg.target_high
-            )
-            row = {"target": target, "nums": row_nums}
-            if key(row) in seen:
-                misses += 1
-                if misses > 20_000:  # consecutive repeats: the space of distinct puzzles is nearly spent
-                    raise UserError(
-                        f"countdown.generator: only {len(rows)} distinct puzzles found, {n} asked for by "
-                        "countdown.train_rows/eval_rows; widen the number or target ranges"
-                    )
-                continue
-            seen.add(key(row))
-            rows.append(row)
-            misses = 0
-            bar.update()
-    return rows
-
-
-def solved_completion(row: dict, think: bool) -> str:
-    """A warmstart completion written by the exhaustive solver: its steps, then the equation."""
-    solution = countdown_solver.solve(row["nums"], row["target"])
-    assert solution is not None, row  # generated puzzles are solvable by construction
-    reasoning = f"<think>{', '.join(solution.steps)}</think>\n" if think else ""
-    return f"{reasoning}<answer>{solution.expression}</answer>"
-
-
-def verified_warmstart(rows: list[dict], template: str, held_out: set[Puzzle], where: str) -> tuple[list[dict], dict]:
-    """Keep the rows whose completion the verifier accepts, with their query re-rendered from the template."""
-    pattern = countdown_query_pattern(template)
-    kept, counts = [], {"unparsed": 0, "wrong": 0, "held_out": 0}
-    for row in rows:
-        puzzle = parse_countdown_query(pattern, row["query"])
-        if puzzle is None:
-            counts["unparsed"] += 1
-            continue
-        nums, target = puzzle
-        if (target, tuple(sorted(nums))) in held_out:
-            counts["held_out"] += 1
-        elif not countdown.score(row["completion"], nums, target).correct:
-            counts["wrong"] += 1
-        else:
-            kept.append({"query": countdown_prompt(template, nums, target), "completion": row["completion"]})
-    if rows and counts["unparsed"] > len(rows) // 2:
-        raise UserError(
-            f"{where}: {counts['unparsed']} of {len(rows)} queries do not follow `countdown.prompt_template`"
-        )
-    return kept, counts
+from posttrain.prompts import countdown_prompt
+from posttrain.schemas import COUNTDOWN_TASK, WARMSTART
 
 
 def prepare(cfg: params.Countdown, seed: int) -> tuple[dict[str, list[dict]], dict]:
@@ -163,7 +97,8 @@ def main() -> None:
     p = params.load()
     files, summary = prepare(p.countdown, p.seed)
     for name, rows in files.items():
-        write_jsonl(args.out / f"{name}.jsonl", rows)
+        schema = WARMSTART if name.startswith("warmstart") else COUNTDOWN_TASK
+        write_jsonl(args.out / f"{name}.jsonl", rows, schema)
     write_json(args.summary, summary)
     print(", ".join(f"{k}={v}" for k, v in summary.items()))
 

@@ -19,11 +19,11 @@ import argparse
 import random
 from pathlib import Path
 
-from posttrain.instruct import tasks as instruct_tasks
 from pipeline import params
 from posttrain.data_io import load_rows, validate, write_json, write_jsonl
-from posttrain.schemas import SMOLTALK, ULTRAFEEDBACK
 from posttrain.errors import UserError, run_main
+from posttrain.instruct import tasks as instruct_tasks
+from posttrain.schemas import SMOLTALK, ULTRAFEEDBACK
 
 TRAIN, TEST = ("sft_train", "prefs_train", "gen_train"), ("sft_test", "prefs_test", "gen_test")
 

@@ -35,93 +35,14 @@ from __future__ import annotations
 import argparse
 import shutil
 import tempfile
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from pipeline import params
-from posttrain.data_io import read_jsonl, require_model_dir, write_json
-from posttrain.schemas import ULTRAFEEDBACK
+from posttrain.data_io import read_jsonl, require_model_dir, write_metrics
 from posttrain.errors import UserError, run_main
-from posttrain.prompts import load_chat_tokenizer
-from posttrain.training.config import dvclive_callback, trainer_args
-from posttrain.training.reward_model import (KINDS, _set_pad_token, encode, load_scorer, normalized_score, pairwise_accuracy,
-                                             score_with)
-
-def build_encoder(cfg: params.RewardModel, section: str, encoder_dir: Path, seed: int):
-    """A one-output sequence classifier and its tokenizer, from the folder `encoder_dir`: a fresh Qwen2 encoder
-    of `cfg.config` over its tokenizer, or (`cfg.config` null) its weights with a fresh head."""
-    from transformers import AutoModelForSequenceClassification, Qwen2Config, Qwen2ForSequenceClassification, set_seed
-
-    set_seed(seed)  # the fresh head (and a built encoder) start the same on every run
-    head = {"num_labels": 1, "problem_type": "regression"}  # one scalar score; MSE when there are labels
-    tokenizer = load_chat_tokenizer(encoder_dir)
-    if cfg.config is not None:
-        if tokenizer.pad_token is None:
-            tokenizer.pad_token = tokenizer.eos_token
-        try:
-            config = Qwen2Config(vocab_size=len(tokenizer), bos_token_id=None, eos_token_id=tokenizer.eos_token_id,
-                                 pad_token_id=tokenizer.pad_token_id, **head, **cfg.config)
-        except (TypeError, ValueError) as err:
-            raise UserError(f"params: {section}.config: {err}") from None
-        model = Qwen2ForSequenceClassification(config)
-    else:
-        model = AutoModelForSequenceClassification.from_pretrained(encoder_dir, **head)
-    _set_pad_token(model, tokenizer)
-    tokenizer.padding_side = "right"  # see `score_with`
-    tokenizer.model_max_length = cfg.max_length  # saved with the model: `score_pairs` truncates the same way
-    return model, tokenizer
-
-
-def _pointwise_dataset(rows: list[dict[str, Any]], tokenizer, max_length: int):
-    """Each response of a pair is one regression example on its normalized score."""
-    from datasets import Dataset
-
-    prompts = [r["prompt"] for r in rows for _ in range(2)]
-    responses = [r[side][-1]["content"] for r in rows for side in ("chosen", "rejected")]
-    labels = [normalized_score(r[key]) for r in rows for key in ("score_chosen", "score_rejected")]
-    return Dataset.from_dict({**encode(tokenizer, prompts, responses, max_length), "labels": labels})
-
-
-def _pair_dataset(rows: list[dict[str, Any]], tokenizer, max_length: int):
-    """Pairs tokenized here, through `encode`, so TRL trains on exactly what `score_pairs` reads."""
-    from datasets import Dataset
-
-    prompts = [r["prompt"] for r in rows]
-    chosen = encode(tokenizer, prompts, [r["chosen"][-1]["content"] for r in rows], max_length)["input_ids"]
-    rejected = encode(tokenizer, prompts, [r["rejected"][-1]["content"] for r in rows], max_length)["input_ids"]
-    return Dataset.from_dict({"chosen_ids": chosen, "rejected_ids": rejected})
-
-
-def _make_trainer(kind: str, section: str, cfg: params.RewardModel, model, tokenizer, train_rows, test_rows,
-                  workdir: Path, live: Path | None):
-    fields = {"eval_strategy": "epoch", **cfg.trainer}
-    callbacks = [dvclive_callback(live)] if live else None
-    if kind == "pointwise":
-        from transformers import DataCollatorWithPadding, Trainer, TrainingArguments
-
-        args = trainer_args(TrainingArguments, fields, f"{section}.trainer", workdir, save_strategy="no")
-        return Trainer(model=model, args=args, processing_class=tokenizer, callbacks=callbacks,
-                       data_collator=DataCollatorWithPadding(tokenizer),
-                       train_dataset=_pointwise_dataset(train_rows, tokenizer, cfg.max_length),
-                       eval_dataset=_pointwise_dataset(test_rows, tokenizer, cfg.max_length))
-    from trl import RewardConfig, RewardTrainer
-
-    args = trainer_args(RewardConfig, fields, f"{section}.trainer", workdir, save_strategy="no",
-                        max_length=cfg.max_length)
-    return RewardTrainer(model=model, args=args, processing_class=tokenizer, callbacks=callbacks,
-                         train_dataset=_pair_dataset(train_rows, tokenizer, cfg.max_length),
-                         eval_dataset=_pair_dataset(test_rows, tokenizer, cfg.max_length))
-
-
-def evaluate(model_dir: Path, rows: list[dict[str, Any]], batch_size: int) -> dict[str, Any]:
-    """Pairwise accuracy of a saved reward model on preference rows, with the count of pairs and of ties."""
-    model, tokenizer = load_scorer(model_dir)
-    prompts = [r["prompt"] for r in rows]
-    chosen = score_with(model, tokenizer, prompts, [r["chosen"][-1]["content"] for r in rows], batch_size)
-    rejected = score_with(model, tokenizer, prompts, [r["rejected"][-1]["content"] for r in rows], batch_size)
-    return {"pairwise_accuracy": pairwise_accuracy(chosen, rejected), "n": len(rows),
-            "ties": sum(c == r for c, r in zip(chosen, rejected))}
+from posttrain.schemas import REWARD_MODEL_METRICS, ULTRAFEEDBACK
+from posttrain.training.reward_model import KINDS, build_encoder, evaluate, make_trainer
 
 
 def train(kind: str, section: str, cfg: params.RewardModel, model_dir: Path, train_path: Path, test_path: Path,
@@ -137,7 +58,7 @@ def train(kind: str, section: str, cfg: params.RewardModel, model_dir: Path, tra
         raise UserError(f"{train_path if not train_rows else test_path}: no preference pairs")
     model, tokenizer = build_encoder(cfg, section, model_dir, seed)
     with tempfile.TemporaryDirectory() as workdir:
-        trainer = _make_trainer(kind, section, cfg, model, tokenizer, train_rows, test_rows, Path(workdir), live)
+        trainer = make_trainer(kind, section, cfg, model, tokenizer, train_rows, test_rows, Path(workdir), live)
         trainer.train()
         tmp = out.with_name(out.name + ".tmp")
         shutil.rmtree(tmp, ignore_errors=True)
@@ -146,7 +67,7 @@ def train(kind: str, section: str, cfg: params.RewardModel, model_dir: Path, tra
     result = evaluate(tmp, test_rows, trainer.args.per_device_eval_batch_size)
     shutil.rmtree(out, ignore_errors=True)
     tmp.rename(out)
-    write_json(metrics, result)
+    write_metrics(metrics, result, REWARD_MODEL_METRICS)
     return result
 
 

@@ -86,7 +86,7 @@ def instruct_hub(tmp_path: Path) -> tuple[Path, Path]:
 def tiny_model(tmp_path_factory) -> Path:
     """A two-layer Qwen2 with a tokenizer trained on Countdown text, saved like the base_model stage does."""
     from pipeline import params
-    from stages.base_model import build
+    from posttrain.training.base_model import build
 
     texts = [f"Numbers: [{a}, {b}, 3]\nTarget: {a + b + 3}\n<answer>{a} + {b} + 3</answer><|im_end|>"
              for a in range(1, 30) for b in range(1, 20)]

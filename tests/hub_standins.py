@@ -78,7 +78,7 @@ def _sentence(rng: random.Random, n: int) -> str:
 
 def _qwen_tokenizer(texts: list[str], instruct: bool):
     """The base_model stage's byte-level BPE over Qwen2's split pattern, dressed as Qwen2.5's tokenizer."""
-    from stages.base_model import train_tokenizer
+    from posttrain.training.base_model import train_tokenizer
 
     tokenizer = train_tokenizer(texts, vocab_size=600)
     tokenizer.add_special_tokens({"additional_special_tokens": QWEN_SPECIAL[1:]})

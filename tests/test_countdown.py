@@ -1,15 +1,28 @@
-"""Table-driven tests of the Countdown verifier and solver (offline, CPU-only, well under 10 s)."""
+"""Table-driven tests of the Countdown verifier and solver, and of its metrics (pass@k, best-of-k, per-puzzle
+outcomes) and the score_countdown stage (offline, CPU-only, well under 10 s)."""
 
 from __future__ import annotations
 
 import dataclasses
+import itertools
+import json
 import random
+import shutil
+import sys
 import time
+from math import comb
+from pathlib import Path
 
 import pytest
 
-from posttrain.countdown.verifier import MAX_ANSWER_CHARS, Score, score
+from posttrain import schemas
 from posttrain.countdown.solver import Solution, make_puzzle, reachable_targets, solve
+from posttrain.countdown.verifier import MAX_ANSWER_CHARS, Score, score
+from posttrain.data_io import read_jsonl, write_jsonl
+from posttrain.errors import UserError
+from posttrain.evaluation import countdown as metrics
+from stages import score_countdown
+from tests.conftest import ROOT
 
 
 def tagged(equation: str) -> str:
@@ -219,3 +232,69 @@ def test_solve_is_fast_and_deterministic() -> None:
 def test_make_puzzle_rejects_impossible_parameters(args: tuple[int, ...]) -> None:
     with pytest.raises(ValueError):
         make_puzzle(random.Random(0), *args)
+
+
+# ---------------------------------------------------------------- metrics: pass@k, best-of-k, outcomes
+@pytest.mark.parametrize("n, c, k", [(8, 0, 1), (8, 8, 8), (8, 3, 1), (8, 3, 4), (10, 1, 10), (5, 2, 3)])
+def test_pass_at_k_matches_enumeration(n, c, k):
+    outcomes = [1] * c + [0] * (n - c)
+    subsets = list(itertools.combinations(outcomes, k))
+    assert metrics.pass_at_k(n, c, k) == pytest.approx(sum(max(s) for s in subsets) / len(subsets))
+
+
+def test_expected_best_of_k_matches_enumeration():
+    rng = random.Random(0)
+    for _ in range(20):
+        rewards = [rng.choice([0.0, 0.1, 1.0]) for _ in range(rng.randint(1, 8))]
+        for k in range(1, len(rewards) + 1):
+            subsets = list(itertools.combinations(rewards, k))
+            expected = sum(max(s) for s in subsets) / comb(len(rewards), k)
+            assert metrics.expected_best_of_k(rewards, k) == pytest.approx(expected)
+
+
+KNOWN_TASKS = [{"target": 6, "nums": [1, 2, 3]}, {"target": 5, "nums": [2, 3]}]
+KNOWN_GREEDY = [{"prompt_id": 0, "sample": 0, "decoding": "greedy", "completion_tokens": 5,
+                 "text": "<answer>1 + 2 + 3</answer>"},
+                {"prompt_id": 1, "sample": 0, "decoding": "greedy", "completion_tokens": 3, "text": "no idea"}]
+KNOWN_POOL = [{"prompt_id": i, "sample": s, "decoding": "sweep", "completion_tokens": 4, "text": text,
+               "temperature": 1.0}
+              for i, texts in enumerate([["<answer>1 * 2 * 3</answer>", "<answer>3 + 3</answer>"],
+                                         ["<answer>2 * 3</answer>", "<answer>2 + 3</answer>"]])
+              for s, text in enumerate(texts)]
+
+
+def test_score_metrics_from_known_completions():
+    where = Path("x.jsonl")
+    greedy = metrics.score_rows(KNOWN_TASKS, KNOWN_GREEDY, where)
+    m = {**metrics.greedy_metrics(greedy, seed=0),
+         **metrics.pool_metrics(metrics.score_rows(KNOWN_TASKS, KNOWN_POOL, where), [1, 2], len(KNOWN_TASKS), seed=0)}
+    assert m["accuracy"] == 0.5 and m["score"] == 0.5 and m["format_rate"] == 0.5 and m["n"] == 2
+    assert m["pass_at_1"] == 0.5 and m["pass_at_2"] == 1.0
+    assert m["best_of_2_score"] == 1.0 and m["best_of_1_score"] == pytest.approx((0.55 + 0.55) / 2)
+    assert metrics.greedy_outcomes(list(reversed(greedy))) == [{"prompt_id": 0, "value": 1.0},
+                                                               {"prompt_id": 1, "value": 0.0}]
+
+
+def _score_stage(tmp_path: Path, monkeypatch, *args: str) -> None:
+    shutil.copy(ROOT / "params.yaml", tmp_path / "params.yaml")
+    monkeypatch.chdir(tmp_path)
+    rest = {"prompt_tokens": 4, "finish": "stop", "model": "m"}
+    write_jsonl(tmp_path / "tasks.jsonl", KNOWN_TASKS)
+    write_jsonl(tmp_path / "greedy.jsonl", [{**r, **rest, "temperature": 0.0} for r in KNOWN_GREEDY])
+    monkeypatch.setattr(sys, "argv", ["score_countdown", "--tasks", "tasks.jsonl", "--greedy", "greedy.jsonl",
+                                      "--scores", "scores.jsonl", "--metrics", "m.json", *args])
+    score_countdown.main()
+
+
+def test_the_stage_writes_scores_metrics_and_outcomes(tmp_path, monkeypatch):
+    _score_stage(tmp_path, monkeypatch, "--outcomes", "outcomes.jsonl")
+    assert [r["correct"] for r in read_jsonl(tmp_path / "scores.jsonl", schemas.COUNTDOWN_SCORE)] == [True, False]
+    assert read_jsonl(tmp_path / "outcomes.jsonl", schemas.OUTCOME) == [{"prompt_id": 0, "value": 1.0},
+                                                                          {"prompt_id": 1, "value": 0.0}]
+    result = json.loads((tmp_path / "m.json").read_text())
+    assert schemas.check_metrics(result, schemas.COUNTDOWN_METRICS, "m.json") is None and result["accuracy"] == 0.5
+
+
+def test_the_stage_needs_outcomes_with_greedy(tmp_path, monkeypatch):
+    with pytest.raises(UserError, match="--greedy needs --outcomes"):
+        _score_stage(tmp_path, monkeypatch)

@@ -8,13 +8,14 @@ import time
 
 import pytest
 
-from stages import prepare_countdown, prepare_instruct
-from posttrain.countdown import verifier as countdown
 from pipeline import params
+from posttrain.countdown import verifier as countdown
+from posttrain.countdown.puzzles import key
 from posttrain.data_io import load_rows, read_jsonl, write_jsonl
-from posttrain.schemas import COUNTDOWN_TASK, ULTRAFEEDBACK, WARMSTART
 from posttrain.errors import UserError
 from posttrain.prompts import countdown_prompt
+from posttrain.schemas import COUNTDOWN_TASK, ULTRAFEEDBACK, WARMSTART
+from stages import prepare_countdown, prepare_instruct
 from tests.conftest import TINYZERO
 
 GENERATOR = params.CountdownGenerator(num_count=[3, 4], low=1, high=20, target_low=1, target_high=100, think=True)
@@ -31,8 +32,8 @@ def countdown_cfg(**changes) -> params.Countdown:
 def test_generated_countdown_is_solvable_verified_and_disjoint():
     files, summary = prepare_countdown.prepare(countdown_cfg(), seed=0)
     assert len(files["eval"]) == 60 and summary["tasks_eval"] == 60
-    eval_keys = {prepare_countdown.key(r) for r in files["eval"]}
-    assert eval_keys.isdisjoint(prepare_countdown.key(r) for r in files["train"])
+    eval_keys = {key(r) for r in files["eval"]}
+    assert eval_keys.isdisjoint(key(r) for r in files["train"])
     assert {len(r["nums"]) for r in files["train"]} == {3, 4}
     for name in ("warmstart_train", "warmstart_test"):
         for row in files[name]:
@@ -65,9 +66,9 @@ def test_hub_layout_countdown_and_warmstart(countdown_hub, warmstart_hub):
                         eval_rows=[200, 280], n_eval=50, warmstart_source=str(warmstart_hub),
                         warmstart_train=None, warmstart_test=None)
     files, summary = prepare_countdown.prepare(cfg, seed=0)
-    eval_keys = {prepare_countdown.key(r) for r in files["eval"]}
+    eval_keys = {key(r) for r in files["eval"]}
     assert len(files["eval"]) == 50
-    assert eval_keys.isdisjoint(prepare_countdown.key(r) for r in files["train"])
+    assert eval_keys.isdisjoint(key(r) for r in files["train"])
     assert summary["warmstart_train_dropped_wrong"] == 10  # every fourth fixture completion is wrong
     assert summary["warmstart_train"] + summary["warmstart_train_dropped_held_out"] == 30
     assert summary["warmstart_test"] + summary["warmstart_test_dropped_held_out"] == 10

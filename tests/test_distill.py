@@ -11,12 +11,13 @@ import types
 import pytest
 import yaml
 
-from stages import distill, pull_model
-from posttrain.countdown import verifier as countdown
 from pipeline import params
+from posttrain import hub
+from posttrain.countdown import verifier as countdown
 from posttrain.data_io import read_jsonl, write_jsonl
 from posttrain.errors import UserError
 from posttrain.prompts import countdown_prompt
+from stages import distill, pull_model
 from tests.conftest import ROOT
 
 TEMPLATE = "Numbers: {nums}\nTarget: {target}\n"
@@ -152,7 +153,7 @@ def test_pull_model_without_weights_fails_and_keeps_the_old_folder(tmp_path):
     out = tmp_path / "hub" / "teacher"
     model_folder(out, extra=False)
     with pytest.raises(UserError, match=r"`hub_models.teacher`=.*no weights"):
-        pull_model.pull(str(source), out, "hub_models.teacher")
+        hub.pull(str(source), out, "hub_models.teacher")
     assert sorted(p.name for p in out.iterdir()) == KEPT
     assert [p.name for p in out.parent.iterdir()] == ["teacher"]
 
@@ -168,9 +169,9 @@ def test_pull_model_offline_reads_the_hub_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "cache"))
     out = tmp_path / "hub" / "teacher"
-    assert pull_model.pull("Org/Teacher", out, "hub_models.teacher") == KEPT
+    assert hub.pull("Org/Teacher", out, "hub_models.teacher") == KEPT
     with pytest.raises(UserError, match=r"`hub_models.other`='Org/Missing': cannot download the model"):
-        pull_model.pull("Org/Missing", tmp_path / "hub" / "other", "hub_models.other")
+        hub.pull("Org/Missing", tmp_path / "hub" / "other", "hub_models.other")
     assert [p.name for p in out.parent.iterdir()] == ["teacher"]
 
 
@@ -179,7 +180,7 @@ def test_pull_model_from_an_unreachable_hub_fails_at_once_naming_the_id(tmp_path
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     start = time.perf_counter()
     with pytest.raises(UserError, match=r"Qwen/Qwen2.5-3B-Instruct.*-S hub_models.qwen_3b=DIR"):
-        pull_model.pull("Qwen/Qwen2.5-3B-Instruct", tmp_path / "hub" / "qwen_3b", "hub_models.qwen_3b")
+        hub.pull("Qwen/Qwen2.5-3B-Instruct", tmp_path / "hub" / "qwen_3b", "hub_models.qwen_3b")
     assert time.perf_counter() - start < 10
     assert list((tmp_path / "hub").iterdir()) == []
 
@@ -188,7 +189,7 @@ def test_pull_model_copy_of_a_saved_model_loads_with_transformers(tiny_model, tm
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     out = tmp_path / "hub" / "tiny"
-    names = pull_model.pull(str(tiny_model), out, "hub_models.tiny")
+    names = hub.pull(str(tiny_model), out, "hub_models.tiny")
     assert set(names) == {p.name for p in tiny_model.iterdir() if p.is_file()}  # save_pretrained writes nothing extra
     tokenizer = AutoTokenizer.from_pretrained(out)
     model = AutoModelForCausalLM.from_pretrained(out)

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
 import torch
 
-from stages import dpo
 from pipeline import params
 from posttrain.errors import UserError
+from stages import dpo
 
 SYSTEM = "You are a helpful assistant."
 
@@ -91,6 +92,17 @@ def test_beta_and_loss_type_reach_the_config(tmp_path):
     rpo = dpo.dpo_args("dpo", params.Dpo(beta=0.1, loss_type=["sigmoid", "sft"], lora=None, trainer={}),
                        tmp_path, has_eval=False)
     assert rpo.loss_type == ["sigmoid", "sft"]
+
+
+def test_the_loss_types_are_trls():
+    """The stage's copy of TRL's loss types (TRL exports no list) against the names `DPOConfig.loss_type` documents."""
+    import dataclasses
+
+    from trl import DPOConfig
+
+    field = next(f for f in dataclasses.fields(DPOConfig) if f.name == "loss_type")
+    documented = field.metadata["help"].split("Possible values are:")[1].split(".")[0]
+    assert tuple(re.findall(r"`'(\w+)'`", documented)) == dpo.LOSS_TYPES
 
 
 def first_logged(live: Path, metric: str) -> float:

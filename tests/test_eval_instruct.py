@@ -1,4 +1,5 @@
-"""Instruction metrics: the win rate on hand-written judged files, coverage errors, BLEU and perplexity."""
+"""Instruction metrics: the win rate and per-prompt outcomes on hand-written judged files, coverage errors, BLEU
+and perplexity."""
 
 from __future__ import annotations
 
@@ -9,9 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from posttrain.evaluation import win_rate as eval_instruct
+from posttrain import schemas
 from posttrain.data_io import read_jsonl, write_jsonl
 from posttrain.errors import UserError
+from posttrain.evaluation import text_metrics, win_rate
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -29,7 +31,8 @@ def judged(rewards: dict[int, list[float]], judge: str = "checker", model: str |
 
 
 def generated(tokens: dict[int, list[int]]) -> list[dict]:
-    return [{"prompt_id": p, "sample": s, "text": f"answer {p}.{s}", "completion_tokens": t, "finish": "stop"}
+    return [{"prompt_id": p, "sample": s, "text": f"answer {p}.{s}", "prompt_tokens": 4, "completion_tokens": t,
+             "finish": "stop", "decoding": "instruct", "temperature": 0.0, "model": "m"}
             for p, ts in tokens.items() for s, t in enumerate(ts)]
 
 
@@ -37,11 +40,14 @@ PATHS = {k: Path(f"{k}.jsonl") for k in ("prompts", "policy_judged", "reference_
                                          "reference_generations")}
 
 
-def metrics(policy=POLICY_REWARDS, reference=REFERENCE_REWARDS, policy_tokens=POLICY_TOKENS,
-            reference_tokens=REFERENCE_TOKENS, n_prompts=4, reference_judge=("checker", None)) -> dict:
-    return eval_instruct.win_metrics(n_prompts, judged(policy), judged(reference, *reference_judge),
-                                     generated(policy_tokens), generated(reference_tokens), PATHS, seed=0,
-                                     n_boot=200)
+def result(policy=POLICY_REWARDS, reference=REFERENCE_REWARDS, policy_tokens=POLICY_TOKENS,
+           reference_tokens=REFERENCE_TOKENS, n_prompts=4, reference_judge=("checker", None)) -> tuple[dict, list]:
+    return win_rate.win_rate_result(n_prompts, judged(policy), judged(reference, *reference_judge),
+                                    generated(policy_tokens), generated(reference_tokens), PATHS, seed=0, n_boot=200)
+
+
+def metrics(**change) -> dict:
+    return result(**change)[0]
 
 
 def test_win_rate_on_a_small_example():
@@ -61,6 +67,8 @@ def test_win_rate_on_a_small_example():
     assert 0 < m["lc_win_rate"] < 1 and len(m["lc_win_rate_ci"]) == 2
     assert (m["model"], m["reference"]) == ("policy_generations", "reference_generations")
     json.dumps(m)  # plain JSON types only
+    assert schemas.check_metrics(m, schemas.WIN_RATE_METRICS, "m") is None
+    assert result()[1] == [1.0, 0.5, 0.0, 1.0]  # per prompt, in prompt_id order: win, tie, loss, win
 
 
 def test_a_policy_judged_against_itself_wins_half():
@@ -88,28 +96,28 @@ def test_mismatched_files_are_user_errors(change, message):
 def test_a_repeated_sample_is_a_user_error():
     rows = judged(POLICY_REWARDS)
     with pytest.raises(UserError, match=r"policy_judged.jsonl: row 8: prompt_id 0 sample 0 appears twice"):
-        eval_instruct.per_prompt_mean(rows + rows[:1], "reward", PATHS["policy_judged"])
+        win_rate.per_prompt_mean(rows + rows[:1], "reward", PATHS["policy_judged"])
 
 
-def test_win_rate_cli(tmp_path, monkeypatch):
-    files = {"prompts": [{"prompt": f"Prompt {i}"} for i in range(4)], "policy-judged": judged(POLICY_REWARDS),
-             "reference-judged": judged(REFERENCE_REWARDS), "policy-generations": generated(POLICY_TOKENS),
-             "reference-generations": generated(REFERENCE_TOKENS)}
-    argv = ["eval_instruct"]
+def test_evaluate_reads_the_files(tmp_path):
+    files = {"prompts": [{"prompt": f"Prompt {i}"} for i in range(4)], "policy_judged": judged(POLICY_REWARDS),
+             "reference_judged": judged(REFERENCE_REWARDS), "policy_generations": generated(POLICY_TOKENS),
+             "reference_generations": generated(REFERENCE_TOKENS)}
     for name, rows in files.items():
         write_jsonl(tmp_path / f"{name}.jsonl", rows)
-        argv += [f"--{name}", str(tmp_path / f"{name}.jsonl")]
-    monkeypatch.chdir(ROOT)  # params.yaml
-    monkeypatch.setattr(sys, "argv", [*argv, "--out", str(tmp_path / "out" / "m.json")])
-    eval_instruct.main()
-    m = json.loads((tmp_path / "out" / "m.json").read_text())
-    assert m["win_rate"] == pytest.approx(0.625) and m["reference"] == "reference-generations"
+    m, outcomes = win_rate.evaluate(*(tmp_path / f"{name}.jsonl" for name in files), seed=0)
+    assert m["win_rate"] == pytest.approx(0.625) and m["reference"] == "reference_generations"
+    assert outcomes == [1.0, 0.5, 0.0, 1.0]
+    write_jsonl(tmp_path / "policy_generations.jsonl", [{k: v for k, v in row.items() if k != "decoding"}
+                                                        for row in files["policy_generations"]])
+    with pytest.raises(UserError, match="policy_generations.jsonl: row 0: missing field `decoding`"):
+        win_rate.evaluate(*(tmp_path / f"{name}.jsonl" for name in files), seed=0)
 
 
 def test_bleu_of_identical_text_is_100():
     texts = ["the cat sat on the mat by the door", "a quick brown fox jumps over the lazy dog"]
-    assert eval_instruct.bleu(texts, texts) == pytest.approx({"bleu_1": 100.0, "bleu_2": 100.0, "bleu_4": 100.0})
-    other = eval_instruct.bleu(["the cat sat on a mat", "a fox jumps"], texts)
+    assert text_metrics.bleu(texts, texts) == pytest.approx({"bleu_1": 100.0, "bleu_2": 100.0, "bleu_4": 100.0})
+    other = text_metrics.bleu(["the cat sat on a mat", "a fox jumps"], texts)
     assert 0 < other["bleu_4"] < other["bleu_2"] < other["bleu_1"] < 100
 
 
@@ -121,27 +129,27 @@ SMOLTALK_ROWS = [{"messages": [{"role": "user", "content": f"Say hi {i} times."}
 def test_text_metrics_on_the_tiny_model(tiny_model, monkeypatch):
     generations = [{"prompt_id": i, "sample": 0, "text": "hi " * (i + 1), "completion_tokens": i + 2}
                    for i in (0, 2, 4)]
-    m = eval_instruct.text_metrics(SMOLTALK_ROWS, generations, tiny_model, "You are a helpful assistant.",
+    m = text_metrics.text_metrics(SMOLTALK_ROWS, generations, tiny_model, "You are a helpful assistant.",
                                    Path("refs.jsonl"), Path("gens.jsonl"))
     assert (m["n"], m["n_prompts"], m["perplexity_rows"], m["perplexity_truncated"]) == (3, 3, 5, 0)
     assert m["bleu_1"] == pytest.approx(100.0)
     assert math.isfinite(m["perplexity"]) and m["perplexity"] > 1
     # padding must not change the numbers: one row per batch gives the same perplexity
-    monkeypatch.setattr(eval_instruct, "TOKENS_PER_BATCH", 1)
+    monkeypatch.setattr(text_metrics, "TOKENS_PER_BATCH", 1)
     prompts = [r["messages"][0]["content"] for r in SMOLTALK_ROWS]
     responses = [r["messages"][1]["content"] for r in SMOLTALK_ROWS]
-    alone = eval_instruct.perplexity(tiny_model, "You are a helpful assistant.", prompts, responses)
+    alone = text_metrics.perplexity(tiny_model, "You are a helpful assistant.", prompts, responses)
     assert alone["perplexity"] == pytest.approx(m["perplexity"], rel=1e-4)
     assert alone["perplexity_tokens"] == m["perplexity_tokens"]
 
 
 def test_text_metrics_errors_name_file_and_row(tiny_model):
     with pytest.raises(UserError, match=r"gens.jsonl: row 0: prompt_id 9 is not a row of refs.jsonl"):
-        eval_instruct.text_metrics(SMOLTALK_ROWS, [{"prompt_id": 9, "sample": 0, "text": "x", "completion_tokens": 1}],
+        text_metrics.text_metrics(SMOLTALK_ROWS, [{"prompt_id": 9, "sample": 0, "text": "x", "completion_tokens": 1}],
                                    tiny_model, "", Path("refs.jsonl"), Path("gens.jsonl"))
     no_answer = [{"messages": [{"role": "user", "content": "Hi?"}], "source": "fixture"}]
     with pytest.raises(UserError, match=r"refs.jsonl: row 0: .*assistant turn"):
-        eval_instruct.text_metrics(no_answer, [], tiny_model, "", Path("refs.jsonl"), Path("gens.jsonl"))
+        text_metrics.text_metrics(no_answer, [], tiny_model, "", Path("refs.jsonl"), Path("gens.jsonl"))
 
 
 def test_answer_stage_answers_both_prompt_sets_then_scores_text_in_one_process(tiny_model, tmp_path, monkeypatch):

@@ -16,10 +16,10 @@ import pytest
 import torch
 import yaml
 
-from stages import base_model, judges, pull_model
-from posttrain import data_io, schemas
 from pipeline import params
-from posttrain.errors import UserError
+from posttrain import data_io, hub, schemas
+from posttrain.errors import UserError, run_main
+from stages import base_model, judges, pull_model
 from tests.conftest import ROOT
 
 DEBERTA_REPO = [  # OpenAssistant/reward-model-deberta-v3-large: only pickled weights (reference.md §7)
@@ -111,13 +111,13 @@ def test_safetensors_are_preferred_and_only_model_files_kept():
     distilbert = ["config.json", "flax_model.msgpack", "model.safetensors", "pytorch_model.bin", "rust_model.ot",
                   "tf_model.h5", "tokenizer.json", "tokenizer_config.json", "vocab.txt", "coreml/model.mlpackage",
                   "README.md", ".gitattributes"]
-    assert pull_model.select_files(distilbert) == [
+    assert hub.select_files(distilbert) == [
         "config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json", "vocab.txt"]
-    assert pull_model.select_files(DEBERTA_REPO + ["README.md"]) == DEBERTA_REPO
+    assert hub.select_files(DEBERTA_REPO + ["README.md"]) == DEBERTA_REPO
     qwen = ["LICENSE", "config.json", "generation_config.json", "merges.txt", "model-00001-of-00002.safetensors",
             "model-00002-of-00002.safetensors", "model.safetensors.index.json", "tokenizer.json",
             "tokenizer_config.json", "vocab.json"]
-    assert pull_model.select_files(qwen) == qwen[1:]
+    assert hub.select_files(qwen) == qwen[1:]
 
 
 class Payload:
@@ -136,7 +136,7 @@ def test_a_pickle_that_is_not_plain_tensors_is_refused_and_never_run(tmp_path, m
     torch.save({"classifier.weight": torch.zeros(1, 32), "payload": Payload(marker)}, source / "pytorch_model.bin")
     out = tmp_path / "models" / "deberta_rm"
     with pytest.raises(SystemExit) as exit_info:
-        pull_model.run_main(lambda: run_pull(monkeypatch, "deberta_rm", params.HubModel(str(source), None), out))
+        run_main(lambda: run_pull(monkeypatch, "deberta_rm", params.HubModel(str(source), None), out))
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("error: `hub_models.deberta_rm.id`=")
@@ -157,17 +157,17 @@ def test_a_bin_that_is_no_state_dict_is_refused(tmp_path, content, message):
     else:
         torch.save(content, source / "pytorch_model.bin")
     with pytest.raises(UserError, match=re.escape(message)):
-        pull_model.pull(str(source), tmp_path / "out", "hub_models.x.id")
+        hub.pull(str(source), tmp_path / "out", "hub_models.x.id")
     assert not (tmp_path / "out").exists()
 
 
 def test_a_local_pull_records_its_source_and_a_pull_of_it_the_upstream(tmp_path, tiny_model):
     first, second = tmp_path / "models" / "a", tmp_path / "models" / "b"
-    pull_model.pull(str(tiny_model), first, "hub_models.a.id", revision="v1.0")
+    hub.pull(str(tiny_model), first, "hub_models.a.id", revision="v1.0")
     record = json.loads((first / "source.json").read_text())
     assert record == {"id": str(tiny_model), "revision": "v1.0", "commit": None, "from": "local folder",
                       "upstream": None}
-    pull_model.pull(str(first), second, "hub_models.b.id")
+    hub.pull(str(first), second, "hub_models.b.id")
     assert json.loads((second / "source.json").read_text())["upstream"] == record
 
 
@@ -191,11 +191,11 @@ def test_a_hub_pull_asks_for_the_revision_and_records_the_commit(tmp_path, monke
         return str(local_dir)
 
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
-    monkeypatch.setattr(pull_model, "require_hub", lambda *args: None)
+    monkeypatch.setattr(hub, "require_hub", lambda *args: None)
     monkeypatch.setattr(huggingface_hub.HfApi, "model_info", model_info)
     monkeypatch.setattr(huggingface_hub, "snapshot_download", snapshot_download)
     out = tmp_path / "models" / "deberta_rm"
-    pull_model.pull("OpenAssistant/reward-model-deberta-v3-large", out, "hub_models.deberta_rm.id", revision="v2")
+    hub.pull("OpenAssistant/reward-model-deberta-v3-large", out, "hub_models.deberta_rm.id", revision="v2")
     assert calls == [("model_info", "OpenAssistant/reward-model-deberta-v3-large", "v2"),
                      ("snapshot_download", "OpenAssistant/reward-model-deberta-v3-large", commit, DEBERTA_REPO)]
     assert json.loads((out / "source.json").read_text()) == {
@@ -211,10 +211,10 @@ def test_an_offline_pull_reads_the_pinned_snapshot_from_the_cache(tmp_path, monk
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "cache"))
     out = tmp_path / "models" / "rm"
-    assert "model.safetensors" in pull_model.pull("Org/Rm", out, "hub_models.rm.id", revision=commit)
+    assert "model.safetensors" in hub.pull("Org/Rm", out, "hub_models.rm.id", revision=commit)
     assert json.loads((out / "source.json").read_text())["commit"] == commit
     with pytest.raises(UserError, match=r"`hub_models.rm.id`='Org/Rm': cannot download the model at revision 'v9'"):
-        pull_model.pull("Org/Rm", tmp_path / "models" / "other", "hub_models.rm.id", revision="v9")
+        hub.pull("Org/Rm", tmp_path / "models" / "other", "hub_models.rm.id", revision="v9")
 
 
 def test_an_unreachable_hub_says_how_to_download_the_pinned_revision(tmp_path, monkeypatch):
@@ -222,7 +222,7 @@ def test_an_unreachable_hub_says_how_to_download_the_pinned_revision(tmp_path, m
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     with pytest.raises(UserError, match=r"hf download Org/Rm --repo-type model --revision abc --local-dir DIR.*"
                                         r"-S hub_models.rm.id=DIR"):
-        pull_model.pull("Org/Rm", tmp_path / "rm", "hub_models.rm.id", revision="abc")
+        hub.pull("Org/Rm", tmp_path / "rm", "hub_models.rm.id", revision="abc")
 
 
 @pytest.mark.parametrize("source, result", [
@@ -249,7 +249,7 @@ def test_a_source_is_an_existing_folder_or_a_hub_id(tmp_path, monkeypatch, sourc
 def test_base_model_from_a_missing_folder_never_reaches_the_hub(tmp_path, monkeypatch):
     cfg = params.BaseModel(source="models/qwen", revision=None, vocab_size=0, config={}, pretrain=None)
     monkeypatch.setattr(params, "load", lambda: types.SimpleNamespace(base_model=cfg, seed=0))
-    monkeypatch.setattr(base_model, "require_hub", lambda *args: pytest.fail("looked for the hub"))
+    monkeypatch.setattr(hub, "require_hub", lambda *args: pytest.fail("looked for the hub"))
     monkeypatch.setattr(sys, "argv", ["base_model", "--text", "t.jsonl", "--out", str(tmp_path / "base")])
     with pytest.raises(UserError, match=r"^models/qwen: no such model folder \(from base_model.source\)$"):
         base_model.main()

@@ -16,9 +16,11 @@ from pathlib import Path
 
 import pytest
 
-from stages import judges
+from posttrain import judges
 from posttrain.data_io import read_jsonl, write_jsonl
 from posttrain.errors import UserError
+from posttrain.judges import api
+from stages import judges as stage
 from tests import fake_openai_server as fake
 from tests.conftest import ROOT
 from tests.fake_openai_server import FakeRewardServer, expected_reward
@@ -41,6 +43,13 @@ def _api(server: FakeRewardServer, cache: Path | None, **settings) -> judges.Api
 def _pairs(n: int) -> tuple[list[str], list[str]]:
     return [f"Prompt {i}: write a haiku about the number {i}." for i in range(n)], [f"Answer {i}" * (1 + i % 3)
                                                                                     for i in range(n)]
+
+
+def _generation(prompt_id: int, sample: int, text: str, completion_tokens: int = 3) -> dict:
+    """A `schemas.GENERATION` row, as stages.generate writes it."""
+    return {"prompt_id": prompt_id, "sample": sample, "text": text, "prompt_tokens": 7,
+            "completion_tokens": completion_tokens, "finish": "stop", "decoding": "instruct", "temperature": 0.0,
+            "model": "policy"}
 
 
 def _assert_secret_nowhere(folder: Path, *texts: str) -> None:
@@ -116,11 +125,11 @@ def test_retry_delay_doubles_with_jitter_and_honours_retry_after():
         assert cap / 2 <= judges.retry_delay(attempt, None, 0.1, 2.0, 30.0, rng) < cap
     assert judges.retry_delay(0, 7.0, 0.1, 2.0, 30.0, rng) == 7.0
     assert judges.retry_delay(0, 600.0, 0.1, 2.0, 30.0, rng) == 30.0  # a server asking for too long is capped
-    assert judges._retry_after({"retry-after-ms": "250"}) == 0.25
-    assert judges._retry_after({"retry-after": "3"}) == 3.0
-    assert 0 < judges._retry_after({"retry-after": time.strftime("%a, %d %b %Y %H:%M:%S GMT",
+    assert api.parse_retry_after({"retry-after-ms": "250"}) == 0.25
+    assert api.parse_retry_after({"retry-after": "3"}) == 3.0
+    assert 0 < api.parse_retry_after({"retry-after": time.strftime("%a, %d %b %Y %H:%M:%S GMT",
                                                                  time.gmtime(time.time() + 60))}) <= 61
-    assert judges._retry_after({}) is None
+    assert api.parse_retry_after({}) is None
 
 
 # --- the API judge against a scripted server ------------------------------------------------------------------
@@ -251,8 +260,7 @@ def _stage_files(tmp_path: Path, n_prompts: int, n_samples: int) -> tuple[Path, 
     prompts, responses = _pairs(n_prompts * n_samples)
     prompts = prompts[:n_prompts]
     write_jsonl(tmp_path / "prompts.jsonl", [{"prompt": p, "prompt_id": f"{i:064x}"} for i, p in enumerate(prompts)])
-    rows = [{"prompt_id": i, "sample": s, "text": responses[i * n_samples + s], "completion_tokens": 3}
-            for i in range(n_prompts) for s in range(n_samples)]
+    rows = [_generation(i, s, responses[i * n_samples + s]) for i in range(n_prompts) for s in range(n_samples)]
     write_jsonl(tmp_path / "gen.jsonl", rows)
     return tmp_path / "prompts.jsonl", tmp_path / "gen.jsonl", prompts, [r["text"] for r in rows]
 
@@ -299,12 +307,11 @@ def test_the_stage_scores_with_the_checker(tmp_path, monkeypatch, capsys):
     rng = random.Random(0)
     tasks = [make_task(rng) for _ in range(5)]
     write_jsonl(tmp_path / "prompts.jsonl", [{"prompt": t.prompt} for t in tasks])
-    write_jsonl(tmp_path / "gen.jsonl", [
-        {"prompt_id": i, "sample": s, "text": reference_response(t.prompt) if s == 0 else "no idea"}
-        for i, t in enumerate(tasks) for s in range(2)])
+    write_jsonl(tmp_path / "gen.jsonl", [_generation(i, s, reference_response(t.prompt) if s == 0 else "no idea")
+                                         for i, t in enumerate(tasks) for s in range(2)])
     monkeypatch.setattr(sys, "argv", ["judges", "--judge", "checker", "--prompts", str(tmp_path / "prompts.jsonl"),
                                       "--generations", str(tmp_path / "gen.jsonl"), "--out", str(tmp_path / "o.jsonl")])
-    judges.main()
+    stage.main()
     rows = read_jsonl(tmp_path / "o.jsonl")
     assert [r["reward"] for r in rows] == [10.0, 1.0] * 5
     assert rows[0] == {"prompt_id": 0, "sample": 0, "reward": 10.0, "judge": "checker", "judge_model": None}
@@ -327,16 +334,16 @@ def test_the_stage_takes_its_judge_from_params(tmp_path, monkeypatch):
     from posttrain.instruct.tasks import make_task
 
     write_jsonl(tmp_path / "p.jsonl", [{"prompt": make_task(random.Random(0)).prompt}])
-    write_jsonl(tmp_path / "g.jsonl", [{"prompt_id": 0, "sample": 0, "text": "hi"}])
+    write_jsonl(tmp_path / "g.jsonl", [_generation(0, 0, "hi")])
     files = ["--prompts", "p.jsonl", "--generations", "g.jsonl", "--out", "o.jsonl"]
     monkeypatch.setattr(sys, "argv", ["judges", "--from-params", "grader", *files])
-    judges.main()
+    stage.main()
     assert read_jsonl(tmp_path / "o.jsonl")[0]["judge"] == "checker"
     for name, message in [("rm", "list it in `evaluation.reward_judges`"), ("odd", "evaluation.judges.odd.kind"),
                           ("missing", "no judge `evaluation.judges.missing`")]:
         monkeypatch.setattr(sys, "argv", ["judges", "--from-params", name, *files])
         with pytest.raises(UserError, match=message):
-            judges.main()
+            stage.main()
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -346,11 +353,11 @@ def test_the_stage_takes_its_judge_from_params(tmp_path, monkeypatch):
 ])
 def test_the_stage_refuses_incomplete_settings(tmp_path, monkeypatch, argv, message):
     write_jsonl(tmp_path / "p.jsonl", [{"prompt": "x"}])
-    write_jsonl(tmp_path / "g.jsonl", [{"prompt_id": 1, "sample": 0, "text": "y"}])
+    write_jsonl(tmp_path / "g.jsonl", [_generation(1, 0, "y")])
     monkeypatch.setattr(sys, "argv", ["judges", *argv, "--prompts", str(tmp_path / "p.jsonl"),
                                       "--generations", str(tmp_path / "g.jsonl"), "--out", str(tmp_path / "o")])
     with pytest.raises(UserError, match=message):
-        judges.main()
+        stage.main()
     with pytest.raises(UserError, match="prompt_id 1 is not a row"):
         judges.judge_generations(judges.make_judge("checker"), [{"prompt": "x"}], read_jsonl(tmp_path / "g.jsonl"))
     with pytest.raises(UserError, match="unknown judge"):
@@ -405,34 +412,49 @@ def test_reward_model_judge_reads_an_off_the_shelf_text_pair_classifier(tmp_path
     assert judge.score(PROMPTS[:1], RESPONSES[:1]) == pytest.approx(rewards[:1], abs=1e-5)
 
 
-def test_judge_stage_writes_the_win_rate_as_eval_instruct_does(tmp_path, monkeypatch):
-    """`--win-rate-out`: the policy's win rate in the judging process, the same file `posttrain.evaluation.win_rate` writes."""
+def test_judge_stage_writes_the_win_rate_and_the_per_prompt_outcomes(tmp_path, monkeypatch):
+    """`--win-rate-out`: the policy's win rate in the judging process, as `posttrain.evaluation.win_rate.evaluate`
+    gives it, and `--outcomes-out`: the per-prompt outcomes it averages, as the report pairs them (each prompt's
+    mean reward against the reference's, `stats.outcomes`)."""
     import random
     import shutil
 
-    from posttrain.evaluation import win_rate as eval_instruct
+    from pipeline import params
+    from posttrain import schemas
+    from posttrain.evaluation import stats, win_rate
     from posttrain.instruct.tasks import make_task, reference_response
 
     shutil.copy(ROOT / "params.yaml", tmp_path / "params.yaml")
     monkeypatch.chdir(tmp_path)
     tasks = [make_task(random.Random(i)) for i in range(6)]
     write_jsonl("p.jsonl", [{"prompt": t.prompt} for t in tasks])
-    write_jsonl("ref.jsonl", [{"prompt_id": i, "sample": 0, "text": "no idea", "completion_tokens": 2}
-                              for i in range(6)])
-    write_jsonl("pol.jsonl", [{"prompt_id": i, "sample": 0, "completion_tokens": 5,
-                               "text": reference_response(t.prompt) if i % 2 else "no idea"} for i, t in enumerate(tasks)])
+    write_jsonl("ref.jsonl", [_generation(i, 0, "no idea", 2) for i in range(6)])
+    write_jsonl("pol.jsonl", [_generation(i, 0, reference_response(t.prompt) if i % 2 else "no idea", 5)
+                              for i, t in enumerate(tasks)])
+    win_args = ["--reference-judged", "ref_j.jsonl", "--reference-generations", "ref.jsonl",
+                "--win-rate-out", "win.json", "--outcomes-out", "outcomes/checker-pol.jsonl"]
     for argv in (["--generations", "ref.jsonl", "--out", "ref_j.jsonl"],
-                 ["--generations", "pol.jsonl", "--out", "pol_j.jsonl", "--reference-judged", "ref_j.jsonl",
-                  "--reference-generations", "ref.jsonl", "--win-rate-out", "win.json"]):
+                 ["--generations", "pol.jsonl", "--out", "pol_j.jsonl", *win_args]):
         monkeypatch.setattr(sys, "argv", ["judges", "--judge", "checker", "--prompts", "p.jsonl", *argv])
-        judges.main()
-    monkeypatch.setattr(sys, "argv", ["eval_instruct", "--prompts", "p.jsonl", "--policy-judged", "pol_j.jsonl",
-                                      "--reference-judged", "ref_j.jsonl", "--policy-generations", "pol.jsonl",
-                                      "--reference-generations", "ref.jsonl", "--out", "eval.json"])
-    eval_instruct.main()
-    assert json.loads(Path("win.json").read_text()) == json.loads(Path("eval.json").read_text())
-    assert json.loads(Path("win.json").read_text())["win_rate"] > 0.5
-    monkeypatch.setattr(sys, "argv", ["judges", "--judge", "checker", "--prompts", "p.jsonl", "--generations",
-                                      "pol.jsonl", "--out", "x.jsonl", "--win-rate-out", "w.json"])
-    with pytest.raises(UserError, match="go together"):
-        judges.main()
+        stage.main()
+    read_jsonl("pol_j.jsonl", schemas.JUDGED)
+    metrics, outcomes = win_rate.evaluate(Path("p.jsonl"), Path("pol_j.jsonl"), Path("ref_j.jsonl"),
+                                          Path("pol.jsonl"), Path("ref.jsonl"), seed=params.load().seed)
+    written = json.loads(Path("win.json").read_text())
+    assert written == json.loads(json.dumps(metrics))
+    assert schemas.check_metrics(written, schemas.WIN_RATE_METRICS, "win.json") is None
+    assert written["win_rate"] > 0.5
+    rows = read_jsonl("outcomes/checker-pol.jsonl", schemas.OUTCOME)
+    assert rows == [{"prompt_id": i, "value": o} for i, o in enumerate(outcomes)]
+    assert [r["value"] for r in rows] == [0.5, 1.0] * 3  # the odd prompts answered right, the even ones tied
+    assert sum(r["value"] for r in rows) / len(rows) == written["win_rate"]
+    policy = win_rate.per_prompt_mean(read_jsonl("pol_j.jsonl", schemas.JUDGED), "reward", Path("pol_j.jsonl"))
+    reference = win_rate.per_prompt_mean(read_jsonl("ref_j.jsonl", schemas.JUDGED), "reward", Path("ref_j.jsonl"))
+    ids = sorted(policy.keys() & reference.keys())
+    assert [r["value"] for r in rows] == stats.outcomes([policy[i] for i in ids], [reference[i] for i in ids]).tolist()
+    for dropped in ("--outcomes-out", "--win-rate-out"):
+        argv = [a for k, a in zip([None, *win_args], win_args) if dropped not in (k, a)]
+        monkeypatch.setattr(sys, "argv", ["judges", "--judge", "checker", "--prompts", "p.jsonl", "--generations",
+                                          "pol.jsonl", "--out", "x.jsonl", *argv])
+        with pytest.raises(UserError, match="go together"):
+            stage.main()

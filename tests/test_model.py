@@ -11,11 +11,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from stages import generate, score_countdown
 from pipeline import params
-from tests.conftest import ROOT
-from stages.base_model import SPECIAL_TOKENS
+from posttrain import generation
 from posttrain.data_io import write_jsonl
+from posttrain.evaluation import countdown as countdown_eval
+from posttrain.training.base_model import SPECIAL_TOKENS
+from stages import generate
+from tests.conftest import ROOT
 
 
 def test_tokenizer_agrees_on_every_loading_path(tiny_model):
@@ -39,7 +41,7 @@ def test_tokenizer_agrees_on_every_loading_path(tiny_model):
 def test_model_build_is_seeded_qwen2(tiny_model):
     from transformers import AutoModelForCausalLM, Qwen2ForCausalLM
 
-    from stages.base_model import build
+    from posttrain.training.base_model import build
 
     model = AutoModelForCausalLM.from_pretrained(tiny_model)
     assert isinstance(model, Qwen2ForCausalLM) and model.config.num_hidden_layers == 2
@@ -121,8 +123,10 @@ def test_generation_stops_at_im_end(tiny_model):
 def test_instruct_prompts_use_the_chat_template_and_system_prompt(tiny_model):
     from transformers import AutoTokenizer
 
-    rendered = generate.render_prompts("instruct", [{"prompt": "Say hi."}], _params(),
-                                       AutoTokenizer.from_pretrained(tiny_model))
+    p = _params()
+    rendered = generation.render_prompts("instruct", [{"prompt": "Say hi."}], AutoTokenizer.from_pretrained(tiny_model),
+                                         prompt_template=p.countdown.prompt_template,
+                                         system_prompt=p.instruct.system_prompt)
     assert rendered == ["<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nSay hi.<|im_end|>\n"
                         "<|im_start|>assistant\n"]
 
@@ -202,7 +206,8 @@ def test_vllm_gets_one_seeded_request_per_prompt_with_every_setting(tiny_model, 
     rows = generate.generate(tiny_model, "countdown", TASKS, p, decoding, temperature)
     d = p.generate.sweep.at(temperature) if decoding == "sweep" else p.generate.greedy
     assert calls["llm"] == {"model": str(tiny_model), "seed": 7}
-    assert calls["prompts"] == generate.render_prompts("countdown", TASKS, p, None)
+    assert calls["prompts"] == generation.render_prompts("countdown", TASKS, None,
+                                                         prompt_template=p.countdown.prompt_template, system_prompt="")
     assert [request.kwargs for request in calls["requests"]] == [
         {"n": d.n, "temperature": d.temperature, "top_p": d.top_p, "top_k": 0, "repetition_penalty": 1.1,
          "max_tokens": 12, "stop_token_ids": [0, 2], "seed": 7 + i} for i in range(len(TASKS))]
@@ -215,7 +220,7 @@ def test_vllm_gets_one_seeded_request_per_prompt_with_every_setting(tiny_model, 
 def test_pass_at_k_matches_enumeration(n, c, k):
     outcomes = [1] * c + [0] * (n - c)
     subsets = list(itertools.combinations(outcomes, k))
-    assert score_countdown.pass_at_k(n, c, k) == pytest.approx(sum(max(s) for s in subsets) / len(subsets))
+    assert countdown_eval.pass_at_k(n, c, k) == pytest.approx(sum(max(s) for s in subsets) / len(subsets))
 
 
 def test_expected_best_of_k_matches_enumeration():
@@ -225,7 +230,7 @@ def test_expected_best_of_k_matches_enumeration():
         for k in range(1, len(rewards) + 1):
             subsets = list(itertools.combinations(rewards, k))
             expected = sum(max(s) for s in subsets) / comb(len(rewards), k)
-            assert score_countdown.expected_best_of_k(rewards, k) == pytest.approx(expected)
+            assert countdown_eval.expected_best_of_k(rewards, k) == pytest.approx(expected)
 
 
 def test_score_metrics_from_known_completions():
@@ -238,8 +243,8 @@ def test_score_metrics_from_known_completions():
                                        ["<answer>2 * 3</answer>", "<answer>2 + 3</answer>"]])
             for s, text in enumerate(texts)]
     where = Path("x.jsonl")
-    m = {**score_countdown.greedy_metrics(score_countdown.score_rows(tasks, greedy, where), seed=0),
-         **score_countdown.pool_metrics(score_countdown.score_rows(tasks, pool, where), [1, 2], len(tasks), seed=0)}
+    m = {**countdown_eval.greedy_metrics(countdown_eval.score_rows(tasks, greedy, where), seed=0),
+         **countdown_eval.pool_metrics(countdown_eval.score_rows(tasks, pool, where), [1, 2], len(tasks), seed=0)}
     assert m["accuracy"] == 0.5 and m["score"] == 0.5 and m["format_rate"] == 0.5 and m["n"] == 2
     assert m["pass_at_1"] == 0.5 and m["pass_at_2"] == 1.0
     assert m["best_of_2_score"] == 1.0 and m["best_of_1_score"] == pytest.approx((0.55 + 0.55) / 2)

@@ -10,11 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from stages import dpo, generate, rl, sft
-from posttrain.evaluation import win_rate as eval_instruct
 from pipeline import params
+from posttrain import generation
 from posttrain.errors import UserError
+from posttrain.evaluation import text_metrics
 from posttrain.prompts import chat_prompt, countdown_prompt, load_chat_tokenizer, without_default_system
+from posttrain.training import rl
+from stages import dpo, generate, sft
 from tests.conftest import ROOT
 
 USER = "Name three primes."
@@ -118,21 +120,21 @@ def generation_prompts(model: Path, task: str, rows: list[dict], p: params.Param
         seen.extend(prompts)
         return iter([(i, 0, "text", 1, 1, "stop") for i in range(len(prompts))])
 
-    monkeypatch.setattr(generate, "generate_transformers", backend)
+    monkeypatch.setattr(generation, "generate_transformers", backend)
     rows = generate.generate(model, task, rows, p, decoding)
     return seen, rows
 
 
 def perplexity_prompt(model: Path, system_prompt: str, monkeypatch) -> str:
-    """The prompt text `eval_instruct.perplexity` conditions the reference response on."""
+    """The prompt text `text_metrics.perplexity` conditions the reference response on."""
     seen = []
 
     def spy(tokenizer, system, user):
         seen.append(chat_prompt(tokenizer, system, user))
         return seen[-1]
 
-    monkeypatch.setattr(eval_instruct, "chat_prompt", spy)
-    eval_instruct.perplexity(model, system_prompt, [USER], [ANSWER])
+    monkeypatch.setattr(text_metrics, "chat_prompt", spy)
+    text_metrics.perplexity(model, system_prompt, [USER], [ANSWER])
     (text,) = seen
     return text
 
@@ -188,7 +190,7 @@ def test_countdown_prompts_stay_raw_unless_the_decoding_asks_for_the_chat(qwen_m
 
 
 def test_the_embedded_template_is_left_as_it_is(tiny_model):
-    from stages.base_model import CHAT_TEMPLATE
+    from posttrain.training.base_model import CHAT_TEMPLATE
 
     assert load_chat_tokenizer(tiny_model).chat_template == CHAT_TEMPLATE
 

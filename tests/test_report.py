@@ -1,4 +1,4 @@
-"""The report stage on a small fake tree of metrics, scores, judged rows and training curves."""
+"""The report stage on a small fake tree of metrics, per-item outcomes and training curves (no data/ at all)."""
 
 from __future__ import annotations
 
@@ -10,10 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from stages import report
+from posttrain import schemas
 from posttrain.errors import UserError
-from posttrain.evaluation.win_rate import win_metrics
-from stages.score_countdown import greedy_metrics, pool_metrics
+from posttrain.evaluation.countdown import greedy_metrics, greedy_outcomes, pool_metrics
+from posttrain.evaluation.win_rate import win_rate_result
+from posttrain.report import tables
+from stages import report
 
 ROOT = Path(__file__).resolve().parent.parent
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -38,12 +40,13 @@ def _write(path: Path, data) -> None:
 
 
 def make_tree(root: Path) -> None:
-    """metrics/ and data/ as the pipeline lays them out, made with the stages' own metric functions."""
+    """metrics/ as the pipeline lays it out (outcomes under metrics/*_outcomes), made with the library's own
+    metric functions."""
     for model, correct in CORRECT.items():
         rows = [{"prompt_id": i, "sample": 0, "decoding": "greedy", "correct": c, "reward": 1.0 if c else 0.1,
                  "reason": "correct" if c else "wrong_value", "completion_tokens": 12 + i % 3}
                 for i, c in enumerate(correct)]
-        _write(root / "data/scores/countdown" / f"{model}.jsonl", rows)
+        _write(root / "metrics/countdown_outcomes" / f"{model}.jsonl", greedy_outcomes(rows))
         _write(root / "metrics/countdown" / f"{model}.json", greedy_metrics(rows, seed=0))
     for t in (0.7, 1.0):
         pool = [{"prompt_id": i, "sample": s, "reward": 1.0 if (i + s) % (3 if t < 1 else 4) == 0 else 0.1,
@@ -59,15 +62,16 @@ def make_tree(root: Path) -> None:
     generations = {m: [{"prompt_id": i, "sample": 0, "text": "x", "completion_tokens": 10 + (i + len(m)) % 4}
                        for i in range(N_PROMPTS)] for m in REWARDS}
     for judge in ("checker", "reward_bt"):
-        for model in REWARDS:
-            _write(root / "data/judged" / judge / f"{model}.jsonl", judged(model, judge))
         for model in ("base", "sft_instruct", "dpo"):
             paths = {"prompts": prompts, "policy_judged": Path(f"{model}.jsonl"),
                      "reference_judged": Path("reference.jsonl"), "policy_generations": Path(f"{model}.jsonl"),
                      "reference_generations": Path("reference.jsonl")}
-            metrics = win_metrics(N_PROMPTS, judged(model, judge), judged("reference", judge), generations[model],
-                                  generations["reference"], paths, seed=0, n_boot=200)
+            metrics, outcomes = win_rate_result(N_PROMPTS, judged(model, judge), judged("reference", judge),
+                                                generations[model], generations["reference"], paths, seed=0,
+                                                n_boot=200)
             _write(root / "metrics/instruct" / judge / f"{model}.json", metrics)
+            _write(root / "metrics/instruct_outcomes" / f"{judge}-{model}.jsonl",
+                   [{"prompt_id": i, "value": o} for i, o in enumerate(outcomes)])
     for model, bleu in (("sft_instruct", 20.0), ("dpo", 18.5)):  # base has no text metrics: shown as n/a
         _write(root / "metrics/instruct_text" / f"{model}.json",
                {"n": N_PROMPTS, "bleu_1": bleu, "bleu_2": bleu / 2, "bleu_4": bleu / 4, "perplexity": 3.5})
@@ -92,8 +96,9 @@ def tree(tmp_path: Path, monkeypatch) -> Path:
 
 
 def run_report(monkeypatch) -> None:
-    monkeypatch.setattr(sys, "argv", ["report", "--metrics", "metrics", "--scores", "data/scores/countdown",
-                                      "--judged", "data/judged", "--out", "metrics/report"])
+    monkeypatch.setattr(sys, "argv", ["report", "--metrics", "metrics", "--outcomes-countdown",
+                                      "metrics/countdown_outcomes", "--outcomes-instruct", "metrics/instruct_outcomes",
+                                      "--out", "metrics/report"])
     report.main()
 
 
@@ -167,11 +172,12 @@ def test_output_is_the_same_on_a_second_run(tree, monkeypatch):
     ("metrics/countdown/sft_countdown.json", "{not json", "cannot read metrics"),
     ("metrics/countdown/sft_countdown.json", "[1, 2]", "must be a JSON object"),
     ("metrics/countdown/sweep/sft_countdown-t0.7.json", {"n": 20, "samples_per_prompt": 10, "temperature": 0.7,
-                                                         "pass_at_3": "high"}, "key `pass_at_3`"),
-    ("metrics/instruct/checker/dpo.json", {"n": 10, "win_rate": 0.5}, "key `win_rate_ci`"),
+                                                         "pass_at_1": "high"}, "key `pass_at_1`"),
+    ("metrics/instruct/checker/dpo.json", {"n": 10, "samples_per_prompt": 1, "win_rate": 0.5}, "key `win_rate_ci`"),
     ("metrics/reward_model/reward_bt.json", {"n": 50, "pairwise_accuracy": None}, "key `pairwise_accuracy`"),
-    ("data/scores/countdown/base.jsonl", "{\"prompt_id\": 0}\n", "field `sample`"),
-    ("data/judged/checker/reference.jsonl", "oops\n", "not valid JSON"),
+    ("metrics/countdown_outcomes/base.jsonl", "{\"prompt_id\": 0}\n", "field `value`"),
+    ("metrics/countdown_outcomes/base.jsonl", [{"prompt_id": 0, "value": 1.0}] * 2, "prompt_id 0 appears twice"),
+    ("metrics/instruct_outcomes/checker-dpo.jsonl", "oops\n", "not valid JSON"),
     ("metrics/train/sft_countdown/plots/metrics/loss.tsv", "step\tloss\n0\tnan?\n1\t2\n", "DVCLive TSV"),
 ])
 def test_a_malformed_file_is_a_user_error_naming_it_and_the_last_report_stays(tree, monkeypatch, relative,
@@ -186,8 +192,8 @@ def test_a_malformed_file_is_a_user_error_naming_it_and_the_last_report_stays(tr
 
 
 def test_a_model_without_files_is_absent_and_missing_rows_leave_no_test(tree, monkeypatch):
-    for path in ("metrics/countdown/sft_synthetic.json", "data/scores/countdown/base.jsonl",
-                 "data/judged/reward_bt/reference.jsonl"):
+    for path in ("metrics/countdown/sft_synthetic.json", "metrics/countdown_outcomes/base.jsonl",
+                 "metrics/instruct_outcomes/reward_bt-sft_instruct.jsonl"):
         (tree / path).unlink()
     shutil.rmtree(tree / "metrics/countdown/sweep")
     shutil.rmtree(tree / "metrics/reward_model")
@@ -212,11 +218,53 @@ def test_an_empty_tree_gives_a_report_of_empty_sections(tmp_path, monkeypatch):
                                              ("distill_qwen_math_1_5b", "0.348 (1.5B teacher) / 0.338 (3B) (003)"),
                                              ("grpo_countdown", "none"), ("base", "—")])
 def test_sources_beside_each_method(model, expected):
-    assert report.source(model, report.SOURCES_COUNTDOWN) == expected
+    assert tables.source(model, tables.SOURCES_COUNTDOWN) == expected
 
 
 def test_paired_uses_the_items_both_methods_hold():
     a, b = {0: 1.0, 1: 1.0, 2: 0.0, 7: 1.0}, {0: 0.0, 1: 1.0, 2: 0.0}
-    result = report.paired(a, b)
+    result = tables.paired(a, b)
     assert result["n_paired"] == 3 and result["delta"] == pytest.approx(1 / 3) and result["p_sign"] == 1.0
-    assert report.paired(a, None) == {} and report.paired({5: 1.0}, b) == {}
+    assert tables.paired(a, None) == {} and tables.paired({5: 1.0}, b) == {}
+
+
+def test_the_report_reads_outcomes_and_never_a_data_file(tree, monkeypatch):
+    """Paired tests come from the outcome files, and nothing under data/ is opened or listed (a poisoned
+    data/ tree beside it would otherwise break the run)."""
+    _write(tree / "data/scores/countdown/base.jsonl", "poison\n")
+    _write(tree / "data/judged/checker/reference.jsonl", "poison\n")
+    touched: list[str] = []
+    recording = [True]
+
+    def audit(event: str, args: tuple) -> None:
+        if recording[0] and event in ("open", "os.listdir", "os.scandir") and args and args[0] is not None:
+            touched.append(str(Path(args[0]).resolve()) if isinstance(args[0], (str, Path)) else "")
+
+    sys.addaudithook(audit)  # cannot be removed: `recording` turns it off after the run
+    try:
+        run_report(monkeypatch)
+    finally:
+        recording[0] = False
+    assert not [t for t in touched if t.startswith(str(tree / "data"))]
+    assert str(tree / "metrics/countdown_outcomes/base.jsonl") in touched
+    assert str(tree / "metrics/instruct_outcomes/checker-dpo.jsonl") in touched
+    # a changed outcome file changes the paired test: dpo now only ties sft_instruct
+    _write(tree / "metrics/instruct_outcomes/checker-dpo.jsonl",
+           [{"prompt_id": i, "value": 0.5} for i in range(N_PROMPTS)])
+    run_report(monkeypatch)
+    rows = read_csv(tree / "metrics/report/instruct_checker.csv")
+    assert float(rows["dpo"]["delta"]) == 0 and float(rows["dpo"]["p_sign"]) == 1.0
+
+
+def test_models_are_listed_in_the_order_of_params(tree, monkeypatch):
+    params_yaml = tree / "params.yaml"
+    listed = "  countdown_models:\n  - base\n  - sft_countdown\n  - sft_synthetic\n"
+    assert listed in params_yaml.read_text()
+    params_yaml.write_text(params_yaml.read_text().replace(
+        listed, "  countdown_models:\n  - sft_synthetic\n  - base\n  - sft_countdown\n"))
+    run_report(monkeypatch)
+    assert list(read_csv(tree / "metrics/report/countdown.csv")) == ["sft_synthetic", "base", "sft_countdown"]
+
+
+def test_the_instruction_tables_show_win_rate_metrics():
+    assert set(tables.INSTRUCT_COLUMNS) <= set(schemas.WIN_RATE_METRICS)

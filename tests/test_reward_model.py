@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from stages import reward_model
-from posttrain.training import reward_model as scoring
 from pipeline import params
 from posttrain.data_io import write_jsonl
+from posttrain.training import reward_model as scoring
+from stages import reward_model
 
 TINY_ENCODER = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2,
                 "num_key_value_heads": 1, "max_position_embeddings": 128, "tie_word_embeddings": False}
@@ -50,7 +50,7 @@ def _cfg(trainer: dict, encoder: Path, config: dict | None = TINY_ENCODER) -> pa
 @pytest.fixture(scope="module")
 def built_scorer(tiny_model, tmp_path_factory) -> Path:
     """An untrained reward model built over the tiny model's tokenizer and saved as the stage saves one."""
-    model, tokenizer = reward_model.build_encoder(_cfg({}, tiny_model), "reward_test", tiny_model, seed=0)
+    model, tokenizer = scoring.build_encoder(_cfg({}, tiny_model), "reward_test", tiny_model, seed=0)
     out = tmp_path_factory.mktemp("rm") / "scorer"
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
@@ -94,7 +94,7 @@ def test_score_pairs_reads_an_encoder_with_a_text_pair_tokenizer(tiny_distilbert
     """Any one-output classifier folder works, such as an encoder loaded with a fresh head."""
     from transformers import AutoTokenizer
 
-    model, tokenizer = reward_model.build_encoder(_cfg({}, tiny_distilbert, config=None), "reward_test",
+    model, tokenizer = scoring.build_encoder(_cfg({}, tiny_distilbert, config=None), "reward_test",
                                                   tiny_distilbert, seed=0)
     ids = scoring.encode(tokenizer, ["say hi."], ["hi"], 32)["input_ids"][0]
     assert tokenizer.convert_ids_to_tokens(ids) == ["[CLS]", "say", "hi", ".", "[SEP]", "hi", "[SEP]"]
@@ -137,7 +137,7 @@ def test_each_kind_trains_and_writes_its_outputs(kind, encoder, tiny_model, tiny
     result = reward_model.train(kind, "reward_test", cfg, folder, tmp_path / "train.jsonl",
                                 tmp_path / "test.jsonl", out, metrics, live, seed=0)
 
-    initial, _ = reward_model.build_encoder(cfg, "reward_test", folder, seed=0)
+    initial, _ = scoring.build_encoder(cfg, "reward_test", folder, seed=0)
     after = load_file(out / "model.safetensors")
     assert any(not torch.equal(initial.state_dict()[k], after[k]) for k in after)
     assert json.loads(metrics.read_text()) == result

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 import torch
 
-from stages import rl
-from posttrain.training import rewards
 from posttrain.errors import UserError
+from posttrain.training import rewards, rl
 
 NUMS, TARGET = [1, 2, 3], 6
 

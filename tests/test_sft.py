@@ -5,17 +5,17 @@ from __future__ import annotations
 
 import json
 import random
-import types
 from pathlib import Path
 
 import pytest
 import torch
 
-from stages import generate, sft
 from pipeline import params
+from posttrain import generation
 from posttrain.data_io import write_jsonl
 from posttrain.errors import UserError
 from posttrain.training.length_penalty import check, excess_length_penalty, reinforce_surrogate, response_lengths
+from stages import sft
 
 ROOT = Path(__file__).resolve().parent.parent
 SYSTEM = "Expert AI: be concise."
@@ -73,8 +73,8 @@ def test_sft_prompt_is_the_text_generation_feeds_the_model(tiny_model, system_pr
     tokenizer = AutoTokenizer.from_pretrained(tiny_model)
     example = sft.to_prompt_completion(conversation("Question?", "Answer."), system_prompt)
     trained_on = tokenizer.apply_chat_template(example["prompt"], tokenize=False, add_generation_prompt=True)
-    p = types.SimpleNamespace(instruct=types.SimpleNamespace(system_prompt=system_prompt))
-    assert [trained_on] == generate.render_prompts("instruct", [{"prompt": "Question?"}], p, tokenizer)
+    assert [trained_on] == generation.render_prompts("instruct", [{"prompt": "Question?"}], tokenizer,
+                                                     prompt_template="", system_prompt=system_prompt)
     assert (SYSTEM in trained_on) == bool(system_prompt) and "Be brief." not in trained_on
 
 

@@ -8,13 +8,13 @@ import sys
 import pytest
 import yaml
 
-from stages import synthetic
+from posttrain.countdown import puzzles
 from posttrain.countdown import verifier as countdown
-from pipeline import params
+from posttrain.countdown.puzzles import key
 from posttrain.data_io import read_jsonl, write_jsonl
 from posttrain.errors import UserError
-from stages.prepare_countdown import key
 from posttrain.prompts import countdown_prompt, countdown_query_pattern, parse_countdown_query
+from stages import synthetic
 from tests.conftest import ROOT
 
 TEMPLATE = "Numbers: {nums}\nTarget: {target}\n"
@@ -73,8 +73,7 @@ def test_rows_are_verified_new_puzzles_and_the_union_adds_them(tmp_path, monkeyp
 
 @pytest.mark.parametrize("think", [True, False])
 def test_think_switches_the_completion_format(think):
-    cfg = params.Synthetic(n=5, think=think)
-    rows, _ = synthetic.synthesize(TASKS, set(), set(), cfg, TEMPLATE, seed=0)
+    rows, _ = puzzles.synthesize(TASKS, set(), set(), 5, think, TEMPLATE, seed=0)
     for row in rows:
         assert row["completion"].startswith("<think>") == think
         assert row["completion"].endswith("</answer>")
@@ -85,10 +84,9 @@ def test_think_switches_the_completion_format(think):
 
 
 def test_sample_is_seeded():
-    cfg = params.Synthetic(n=8, think=False)
-    first, _ = synthetic.synthesize(TASKS, set(), set(), cfg, TEMPLATE, seed=1)
-    again, _ = synthetic.synthesize(TASKS, set(), set(), cfg, TEMPLATE, seed=1)
-    other, _ = synthetic.synthesize(TASKS, set(), set(), cfg, TEMPLATE, seed=2)
+    first, _ = puzzles.synthesize(TASKS, set(), set(), 8, False, TEMPLATE, seed=1)
+    again, _ = puzzles.synthesize(TASKS, set(), set(), 8, False, TEMPLATE, seed=1)
+    other, _ = puzzles.synthesize(TASKS, set(), set(), 8, False, TEMPLATE, seed=2)
     assert first == again and first != other
 
 
@@ -98,8 +96,8 @@ def test_duplicates_unsolvable_and_oversized_puzzles_are_skipped_and_counted():
     # Four can be written; asking for five visits every task, and the error gives every count.
     with pytest.raises(UserError, match=r"only 4 of the 7 training tasks .*skipped duplicate 1, skipped too many "
                                         r"numbers 1, skipped unsolvable 1\)"):
-        synthetic.synthesize(tasks, set(), set(), params.Synthetic(n=5, think=False), TEMPLATE, seed=0)
-    rows, summary = synthetic.synthesize(tasks, set(), set(), params.Synthetic(n=4, think=False), TEMPLATE, seed=0)
+        puzzles.synthesize(tasks, set(), set(), 5, False, TEMPLATE, seed=0)
+    rows, summary = puzzles.synthesize(tasks, set(), set(), 4, False, TEMPLATE, seed=0)
     assert len(rows) == 4 == summary["written"] and (7, (3, 4)) in {puzzle_of(r["query"]) for r in rows}
 
 
@@ -114,4 +112,4 @@ def test_more_than_the_training_tasks_can_give_is_a_clear_error(tmp_path, monkey
 def test_warmstart_query_off_the_template_names_file_and_row(tmp_path):
     rows = [WARMSTART_TRAIN[0], {"query": "Use 1, 2, 3 to make 6", "completion": "<answer>1 + 2 + 3</answer>"}]
     with pytest.raises(UserError, match=r"ws.jsonl: row 1: field `query` does not follow"):
-        synthetic.warmstart_puzzles(rows, TEMPLATE, "ws.jsonl")
+        puzzles.warmstart_puzzles(rows, TEMPLATE, "ws.jsonl")

@@ -4,7 +4,7 @@ seed, so a metric is the same number on every run.
 
 Prompts are the unit of every computation: each function takes one value per prompt (paired arrays in
 the same prompt order), since rewards are comparable only between responses to the same prompt and the
-prompts are the independent draws. pass@k and best-of-k live in `stages/score_countdown.py`.
+prompts are the independent draws. pass@k and best-of-k live in `posttrain/evaluation/countdown.py`.
 
 Length-controlled win rate (`length_controlled_win_rate`), after AlpacaEval 2.0's LC win rate (Dubois
 et al., 2024, which 002 cites): a logistic regression of the per-prompt outcome (1 win, 0.5 tie, 0

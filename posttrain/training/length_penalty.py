@@ -22,14 +22,16 @@ import torch
 from trl import SFTTrainer
 from trl.models.utils import unwrap_model_for_generation
 
-from pipeline import params
 from posttrain.errors import UserError
 
 IGNORE = -100  # the label of a token that is not scored
 
 
-def check(penalty: params.LengthPenalty, where: str) -> None:
-    """Refuse settings under which the term would be meaningless, naming the parameter."""
+def check(penalty, where: str) -> None:
+    """Refuse settings under which the term would be meaningless, naming the parameter.
+
+    `penalty` is a length-penalty section: `weight`, `every`, `samples`, `temperature`, `max_new_tokens`.
+    """
     if penalty.weight < 0:
         raise UserError(f"params: `{where}.weight` must be at least 0, got {penalty.weight}")
     if penalty.every < 1:
@@ -76,7 +78,7 @@ def left_pad(rows: list[torch.Tensor], pad_id: int) -> tuple[torch.Tensor, torch
 class LengthPenaltySFTTrainer(SFTTrainer):
     """`SFTTrainer` whose loss gains the length-penalty term (module docstring) every `every` steps."""
 
-    def __init__(self, *args, length_penalty: params.LengthPenalty, **kwargs):
+    def __init__(self, *args, length_penalty, **kwargs):  # a section as `check` takes
         super().__init__(*args, **kwargs)
         self.length_penalty = length_penalty
         self.stop_id = self.processing_class.convert_tokens_to_ids(self.args.eos_token)

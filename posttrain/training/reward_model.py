@@ -1,4 +1,4 @@
-"""Reward models: the regression target, pairwise accuracy, and scoring (prompt, response) pairs.
+"""Reward models: the regression target, pairwise accuracy, scoring (prompt, response) pairs, and training.
 
 The scorer reads any local sequence-classification folder with one output: the reward models the
 pipeline trains and off-the-shelf ones (OpenAssistant's DeBERTa). The RL reward adapter, the
@@ -10,8 +10,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
+from posttrain.errors import UserError
 from posttrain.prompts import load_chat_tokenizer
+from posttrain.training.config import dvclive_callback, trainer_args
 
 KINDS = ("pointwise", "bradley_terry")
 SCORE_RANGE = (1.0, 10.0)  # UltraFeedback's scale
@@ -102,3 +105,82 @@ def _set_pad_token(model, tokenizer) -> None:
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     model.config.pad_token_id = tokenizer.pad_token_id
+
+
+# ------------------------------------------------------------------ training
+def build_encoder(cfg, section: str, encoder_dir: Path, seed: int):
+    """A one-output sequence classifier and its tokenizer, from the folder `encoder_dir`: a fresh Qwen2 encoder
+    of `cfg.config` over its tokenizer, or (`cfg.config` None) its weights with a fresh head. `cfg` is a
+    reward-model section: `config`, `max_length` (and `trainer`, for `make_trainer`)."""
+    from transformers import AutoModelForSequenceClassification, Qwen2Config, Qwen2ForSequenceClassification, set_seed
+
+    set_seed(seed)  # the fresh head (and a built encoder) start the same on every run
+    head = {"num_labels": 1, "problem_type": "regression"}  # one scalar score; MSE when there are labels
+    tokenizer = load_chat_tokenizer(encoder_dir)
+    if cfg.config is not None:
+        if tokenizer.pad_token is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        try:
+            config = Qwen2Config(vocab_size=len(tokenizer), bos_token_id=None, eos_token_id=tokenizer.eos_token_id,
+                                 pad_token_id=tokenizer.pad_token_id, **head, **cfg.config)
+        except (TypeError, ValueError) as err:
+            raise UserError(f"params: {section}.config: {err}") from None
+        model = Qwen2ForSequenceClassification(config)
+    else:
+        model = AutoModelForSequenceClassification.from_pretrained(encoder_dir, **head)
+    _set_pad_token(model, tokenizer)
+    tokenizer.padding_side = "right"  # see `score_with`
+    tokenizer.model_max_length = cfg.max_length  # saved with the model: `score_pairs` truncates the same way
+    return model, tokenizer
+
+
+def _pointwise_dataset(rows: list[dict[str, Any]], tokenizer, max_length: int):
+    """Each response of a pair is one regression example on its normalized score."""
+    from datasets import Dataset
+
+    prompts = [r["prompt"] for r in rows for _ in range(2)]
+    responses = [r[side][-1]["content"] for r in rows for side in ("chosen", "rejected")]
+    labels = [normalized_score(r[key]) for r in rows for key in ("score_chosen", "score_rejected")]
+    return Dataset.from_dict({**encode(tokenizer, prompts, responses, max_length), "labels": labels})
+
+
+def _pair_dataset(rows: list[dict[str, Any]], tokenizer, max_length: int):
+    """Pairs tokenized here, through `encode`, so TRL trains on exactly what `score_pairs` reads."""
+    from datasets import Dataset
+
+    prompts = [r["prompt"] for r in rows]
+    chosen = encode(tokenizer, prompts, [r["chosen"][-1]["content"] for r in rows], max_length)["input_ids"]
+    rejected = encode(tokenizer, prompts, [r["rejected"][-1]["content"] for r in rows], max_length)["input_ids"]
+    return Dataset.from_dict({"chosen_ids": chosen, "rejected_ids": rejected})
+
+
+def make_trainer(kind: str, section: str, cfg, model, tokenizer, train_rows, test_rows, workdir: Path,
+                 live: Path | None):
+    """`Trainer` (pointwise, MSE) or TRL's `RewardTrainer` (bradley_terry) over `cfg.trainer`'s fields."""
+    fields = {"eval_strategy": "epoch", **cfg.trainer}
+    callbacks = [dvclive_callback(live)] if live else None
+    if kind == "pointwise":
+        from transformers import DataCollatorWithPadding, Trainer, TrainingArguments
+
+        args = trainer_args(TrainingArguments, fields, f"{section}.trainer", workdir, save_strategy="no")
+        return Trainer(model=model, args=args, processing_class=tokenizer, callbacks=callbacks,
+                       data_collator=DataCollatorWithPadding(tokenizer),
+                       train_dataset=_pointwise_dataset(train_rows, tokenizer, cfg.max_length),
+                       eval_dataset=_pointwise_dataset(test_rows, tokenizer, cfg.max_length))
+    from trl import RewardConfig, RewardTrainer
+
+    args = trainer_args(RewardConfig, fields, f"{section}.trainer", workdir, save_strategy="no",
+                        max_length=cfg.max_length)
+    return RewardTrainer(model=model, args=args, processing_class=tokenizer, callbacks=callbacks,
+                         train_dataset=_pair_dataset(train_rows, tokenizer, cfg.max_length),
+                         eval_dataset=_pair_dataset(test_rows, tokenizer, cfg.max_length))
+
+
+def evaluate(model_dir: Path, rows: list[dict[str, Any]], batch_size: int) -> dict[str, Any]:
+    """Pairwise accuracy of a saved reward model on preference rows, with the count of pairs and of ties."""
+    model, tokenizer = load_scorer(model_dir)
+    prompts = [r["prompt"] for r in rows]
+    chosen = score_with(model, tokenizer, prompts, [r["chosen"][-1]["content"] for r in rows], batch_size)
+    rejected = score_with(model, tokenizer, prompts, [r["rejected"][-1]["content"] for r in rows], batch_size)
+    return {"pairwise_accuracy": pairwise_accuracy(chosen, rejected), "n": len(rows),
+            "ties": sum(c == r for c, r in zip(chosen, rejected))}

@@ -1,0 +1,54 @@
+"""Rewards already paid for: a SQLite file, one row per scored pair, committed as each score arrives.
+
+Keyed by the SHA-256 of (judge, model, prompt, response) as cut to the input limit, so an interrupted or
+repeated run pays for nothing twice; the texts are not stored, nor is the API key. SQLite's locking makes
+concurrent writers (two stages at once) safe. Keep the file out of DVC's outs: DVC deletes a stage's outs
+before running it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from posttrain.errors import UserError
+
+
+class RewardCache:
+    """Rewards already paid for, in SQLite, keyed by a hash of (judge, model, prompt, response)."""
+
+    def __init__(self, path: str | Path):
+        try:
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            self.db = sqlite3.connect(path, timeout=60)  # waits out another process's write
+            self.db.execute("PRAGMA journal_mode=WAL")  # readers never block the writer; commits survive a kill
+            self.db.execute("CREATE TABLE IF NOT EXISTS rewards (key TEXT PRIMARY KEY, judge TEXT, model TEXT, "
+                            "reward REAL NOT NULL, scored_at REAL)")
+            self.db.commit()
+        except (OSError, sqlite3.Error) as err:
+            raise UserError(f"{path}: cannot use as the judge's cache: {err}") from None
+
+    @staticmethod
+    def key(judge: str, model: str | None, prompt: str, response: str) -> str:
+        return hashlib.sha256(json.dumps([judge, model, prompt, response]).encode()).hexdigest()
+
+    def get(self, keys: Sequence[str]) -> dict[str, float]:
+        found: dict[str, float] = {}
+        unique = list(dict.fromkeys(keys))
+        for start in range(0, len(unique), 500):  # SQLite's limit on bound parameters
+            chunk = unique[start:start + 500]
+            found.update(self.db.execute(f"SELECT key, reward FROM rewards WHERE key IN "
+                                         f"({','.join('?' * len(chunk))})", chunk).fetchall())
+        return found
+
+    def put(self, key: str, judge: str, model: str | None, reward: float) -> None:
+        with self.db:  # one transaction, committed: flushed before the next score is waited for
+            self.db.execute("INSERT OR REPLACE INTO rewards VALUES (?, ?, ?, ?, ?)",
+                            (key, judge, model, reward, time.time()))
+
+    def close(self) -> None:
+        self.db.close()

@@ -1,0 +1,110 @@
+"""The report's tables as rows (one dict per method), with paired tests against a baseline, and as CSV.
+
+Paired tests compare two methods on the same items: Countdown puzzles (greedy correctness) against
+`sft_countdown`, instruction prompts (the outcome against the reference: 1 win, 0.5 tie, 0 loss) against
+`sft_instruct`. Δ is the mean difference with a paired bootstrap interval; p is the exact sign test
+(McNemar on correctness); the CSVs also hold the paired bootstrap p-value.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+
+from posttrain import schemas
+from posttrain.evaluation import stats
+
+SEED, N_BOOT = 0, 10000  # fixed, so the report is the same file on every run
+COUNTDOWN_BASELINE, INSTRUCT_BASELINE = "sft_countdown", "sft_instruct"
+# Which of `schemas.WIN_RATE_METRICS` the instruction tables show, in their column order (after `n`).
+INSTRUCT_COLUMNS = ["win_rate", "win_rate_ci", "win_rate_ties_as_losses", "lc_win_rate", "lc_win_rate_ci",
+                    "mean_reward", "mean_length", "ties", "reference_mean_length"]
+# The sources' results (reference.md §3, §5), all on Qwen2.5-0.5B: beside ours for direction, not level.
+# Countdown: the sources' "accuracy" is the reference score (0.1 credit included), our `score` column.
+SOURCES_COUNTDOWN = {"sft_countdown": "0.37 (001); 0.316 (003)", "sft_synthetic": "0.3835 (001)",
+                     "rloo_countdown": "0.400 (003)", "grpo_countdown": "none",
+                     "distill_": "0.348 (1.5B teacher) / 0.338 (3B) (003)"}
+SOURCE_BEST_OF_N = "0.811 with N = 10, temperature ~0.7 best (001, Fig. 5)"
+# Instruction win rates, ties as losses: 001 against the base model, 002 and 003 against Qwen2.5-0.5B-Instruct.
+SOURCES_INSTRUCT = {"base": "0.500 (002)", "sft_instruct": "0.495 (001); 0.438 (002); 0.535 (003, system prompt)",
+                    "sft_instruct_lora": "0.575 (001)", "sft_instruct_lp": "0.549 (002)",
+                    "dpo": "0.605 (001); 0.593 (002); 0.395 (003)", "dpo_lora": "0.665 (001)",
+                    "rloo_instruct_deberta_rm": "0.695 (001, DeBERTa reward model)",
+                    "rloo_instruct_reward_pointwise": "0.530 (001, DistilBERT regression)",
+                    "rloo_instruct_reward_bt": "0.535 (001, Siamese Bradley-Terry)",
+                    "grpo_instruct_": "0.611 (002)"}
+
+
+def order(names, preferred: list[str]) -> list[str]:
+    """`names` in the order of `preferred`, any others after them by name."""
+    return sorted(names, key=lambda n: (preferred.index(n) if n in preferred else len(preferred), n))
+
+
+def source(model: str, table: dict[str, str]) -> str:
+    """The sources' number for a model; a key ending in `_` covers every model it prefixes."""
+    return table.get(model) or next((v for k, v in table.items() if k.endswith("_") and model.startswith(k)), "—")
+
+
+def paired(a: dict[int, float] | None, b: dict[int, float] | None) -> dict:
+    """Paired comparison of a with b on the items both hold: Δ = mean(a - b), its interval, and p-values."""
+    common = sorted(a.keys() & b.keys()) if a is not None and b is not None else []
+    if not common:
+        return {}
+    x, y = [a[i] for i in common], [b[i] for i in common]
+    test = stats.paired_bootstrap(x, y, n_boot=N_BOOT, seed=SEED)
+    return {"delta": test.diff, "delta_ci": list(test.ci), "p_sign": stats.sign_test(x, y),
+            "p_bootstrap": test.p_value, "n_paired": len(common)}
+
+
+def countdown_rows(metrics: dict[str, dict], correct: dict[str, dict | None], models: list[str]) -> list[dict]:
+    """One row per model (in the order of `models`), with its greedy correctness paired against the baseline's."""
+    base = correct.get(COUNTDOWN_BASELINE)
+    return [{"model": m, **{k: metrics[m][k] for k in schemas.COUNTDOWN_METRICS},
+             **(paired(correct.get(m), base) if m != COUNTDOWN_BASELINE else {}),
+             "sources": source(m, SOURCES_COUNTDOWN)} for m in order(metrics, models)]
+
+
+def best_of_n_rows(sweep: dict[str, dict], best_of: list[int]) -> list[dict]:
+    """One row per (model, temperature, N) for N in `best_of`, in long form."""
+    rows = []
+    for name, m in sweep.items():
+        for k in sorted(best_of):
+            pass_at, _, score, _ = schemas.pool_keys(k)
+            rows.append({"model": name.split("-t")[0], "temperature": m["temperature"], "N": k, "n": m["n"],
+                         "samples_per_prompt": m["samples_per_prompt"], "pass_at_n": m[pass_at],
+                         "pass_at_n_ci": m[f"{pass_at}_ci"], "best_of_n_score": m[score],
+                         "best_of_n_score_ci": m[f"{score}_ci"]})
+    return sorted(rows, key=lambda r: (r["model"], r["temperature"], r["N"]))
+
+
+def instruct_rows(metrics: dict[str, dict], text: dict[str, dict], outcome: dict[str, dict | None],
+                  models: list[str]) -> list[dict]:
+    """One row per model (in the order of `models`) under one judge: its win-rate metrics, text metrics
+    (None where it has none) and its per-prompt outcomes paired against the baseline's."""
+    base = outcome.get(INSTRUCT_BASELINE)
+    return [{"model": m, "n": metrics[m]["n"], **{k: metrics[m][k] for k in INSTRUCT_COLUMNS},
+             **{k: text.get(m, {}).get(k) for k in schemas.TEXT_METRICS[1:]},
+             **(paired(outcome.get(m), base) if m != INSTRUCT_BASELINE else {}),
+             "sources": source(m, SOURCES_INSTRUCT)} for m in order(metrics, models)]
+
+
+def reward_model_rows(metrics: dict[str, dict]) -> list[dict]:
+    return [{"model": m, "n": metrics[m]["n"], "pairwise_accuracy": metrics[m]["pairwise_accuracy"]}
+            for m in sorted(metrics)]
+
+
+def csv_text(rows: list[dict]) -> str:
+    """CSV of the rows, each `<key>_ci` pair as two columns `<key>_ci_lo`, `<key>_ci_hi`."""
+    flat = []
+    for row in rows:
+        flat.append({})
+        for key, value in row.items():
+            if key.endswith("_ci"):
+                flat[-1][f"{key}_lo"], flat[-1][f"{key}_hi"] = value or (None, None)
+            else:
+                flat[-1][key] = value
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, list(dict.fromkeys(k for r in flat for k in r)), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(flat)
+    return buffer.getvalue()
