@@ -1,0 +1,1 @@
+"""Countdown: `verifier` (score a completion: pure, exact, bounded), `solver`, `puzzles` (generation, warmstart)."""

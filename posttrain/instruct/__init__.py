@@ -1,0 +1,1 @@
+"""The embedded instruction tasks: `families` (task kinds), `tasks` (the generator and the rule checker)."""
