@@ -92,8 +92,10 @@ CASES = [
     (tagged("((12 + 5) * 2"), [12, 5, 2], 34, "syntax"),
     (tagged("()"), [12, 5, 2], 34, "syntax"),
     (tagged("12 + 5 *"), [12, 5, 2], 34, "syntax"),
-    (tagged("(" * 60 + "1" + ")" * 60), [1], 1, "too_deep"),
-    (tagged("(" * 50 + "1" + ")" * 50), [1], 1, "correct"),
+    (tagged("(" * 60 + "1" + ")" * 60), [1], 1, "correct"),  # nesting is never refused, only length
+    (tagged("(" * 50 + "(12 + 5) * 2" + ")" * 50), [12, 5, 2], 34, "correct"),  # the redundant parens
+    (tagged("(" * 4990 + "1" + ")" * 4990), [1], 1, "correct"),
+    (tagged("(" * 4990 + "1 + 1" + ")" * 4990), [1], 1, "numbers_mismatch"),
     (tagged("1" + " " * MAX_ANSWER_CHARS + "+ 1"), [1, 1], 2, "too_long"),
 ]
 
