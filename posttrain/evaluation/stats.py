@@ -4,7 +4,9 @@ seed, so a metric is the same number on every run.
 
 Prompts are the unit of every computation: each function takes one value per prompt (paired arrays in
 the same prompt order), since rewards are comparable only between responses to the same prompt and the
-prompts are the independent draws. pass@k and best-of-k live in `posttrain/evaluation/countdown.py`.
+prompts are the independent draws. pass@k and best-of-k live in `posttrain/evaluation/countdown.py`. Means
+of values in [0, 1] get Wilson intervals (`proportion_ci`), which keep their coverage near 0 and 1;
+other statistics a percentile bootstrap.
 
 Length-controlled win rate (`length_controlled_win_rate`), after AlpacaEval 2.0's LC win rate (Dubois
 et al., 2024, which 002 cites): a logistic regression of the per-prompt outcome (1 win, 0.5 tie, 0
@@ -22,6 +24,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from statistics import NormalDist
 
 import numpy as np
 
@@ -65,6 +68,53 @@ def bootstrap_ci(values, stat: Callable[[np.ndarray], float] = np.mean, n_boot: 
     tail = (1 - level) / 2
     low, high = np.quantile(stats, [tail, 1 - tail])
     return float(low), float(high)
+
+
+def _poisson_lower(x: int, alpha: float) -> float:
+    """The mean λ at which a Poisson count reaches `x` or more with probability `alpha` (bisection)."""
+    def at_least(lam: float) -> float:
+        return 1.0 - sum(math.exp(-lam) * lam**i / math.factorial(i) for i in range(x))
+
+    low, high = 0.0, float(x) + 10.0
+    for _ in range(100):
+        middle = (low + high) / 2
+        low, high = (middle, high) if at_least(middle) < alpha else (low, middle)
+    return (low + high) / 2
+
+
+def wilson_ci(successes: float, n: int, level: float = 0.95) -> tuple[float, float]:
+    """Wilson score interval of a proportion, with Brown, Cai and DasGupta's (2001, §4.1.1) modification
+    at the boundaries: with 1-3 successes (or failures) the bound on that side is the one-sided Poisson
+    bound, where the plain Wilson bound undercovers (~91% at p = 0.99, n = 50). Never of zero width:
+    no success in 50 gives [0, 0.071], not [0, 0]."""
+    if n < 1 or not 0 <= successes <= n or not 0 < level < 1:
+        raise ValueError(f"need n >= 1, 0 <= successes <= n and 0 < level < 1, got {successes}, {n}, {level}")
+    z = NormalDist().inv_cdf(1 - (1 - level) / 2)
+    p = successes / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    low = 0.0 if successes == 0 else max(0.0, centre - half)
+    high = 1.0 if successes == n else min(1.0, centre + half)
+    edge = 3 if n <= 50 else 2
+    for count, side in ((successes, "low"), (n - successes, "high")):
+        if float(count).is_integer() and 1 <= count <= edge:
+            bound = _poisson_lower(int(count), 1 - level) / n
+            low, high = (bound, high) if side == "low" else (low, 1.0 - bound)
+    return float(low), float(high)
+
+
+def proportion_ci(values, level: float = 0.95) -> tuple[float, float]:
+    """Interval of the mean of per-item values in [0, 1] (correctness, pass@k, win outcomes, scores).
+
+    The Wilson interval of the mean over n items: exact in form for 0/1 values, and conservative for
+    fractional ones, since m(1 - m) bounds the variance of any variable in [0, 1] with mean m. Unlike the
+    percentile bootstrap it keeps its coverage near 0 and 1 (the bootstrap's is 86-91% for pass@10 near
+    1, and [1, 1] when every item succeeds), where an estimate of the variance from the sample fails.
+    """
+    values = _per_prompt(values)
+    if values.ndim != 1 or np.any((values < 0) | (values > 1)):
+        raise ValueError("proportion_ci takes one value in [0, 1] per item")
+    return wilson_ci(float(values.sum()), len(values), level)
 
 
 def outcomes(policy_rewards, reference_rewards, atol: float = 1e-9) -> np.ndarray:
