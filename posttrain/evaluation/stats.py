@@ -10,13 +10,20 @@ other statistics a percentile bootstrap.
 
 Length-controlled win rate (`length_controlled_win_rate`), after AlpacaEval 2.0's LC win rate (Dubois
 et al., 2024, which 002 cites): a logistic regression of the per-prompt outcome (1 win, 0.5 tie, 0
-loss, fitted as a fractional target) on tanh(d / sd(d)), d the policy's minus the reference's response
-length in tokens, d not centred; the LC win rate is the predicted win probability where d = 0, i.e.
-sigmoid(intercept). The tanh bounds the pull of a few extreme differences (a truncated ramble against a
-one-liner) and is linear near 0. Departures from AlpacaEval: (1) no per-instruction difficulty term,
-which needs many models judged on the same prompts to be identified; (2) a small ridge penalty on the
-length slope (`LC_RIDGE`), which keeps the fit finite when length alone separates wins from losses;
-(3) all wins or all losses give an LC win rate of 1 or 0, where the intercept has no finite estimate.
+loss, fitted as a fractional target) on the length difference d (policy minus reference, in tokens);
+the LC win rate is the predicted win probability at d = 0. The feature is d / rms(d), clipped at
+±`LC_CLIP`: scaled by the root mean square, not the spread around the mean, so that a one-sided gap
+(the policy longer on nearly every prompt, the verbose-SFT case the metric exists for) keeps its size
+and is not squashed to a constant that the intercept absorbs; linear in the bulk, so the prediction at
+d = 0 is a fit, not an artefact of a saturating transform; clipped, so a few truncated rambles do not
+steer it. The fit is Firth's penalised likelihood (Jeffreys prior): finite when length alone separates
+wins from losses, and with its O(1/n) bias removed rather than a penalty on the slope alone, which
+pushed the length effect into the intercept (on simulated length-only data the old ridge form gave
+0.748 for a true 0.5). The interval is a Wald interval on the logit scale from the sandwich
+(heteroskedasticity-robust, HC1) covariance, which holds for fractional outcomes; tests/test_stats.py
+checks mean and coverage on simulated one- and two-sided gaps. Departures from AlpacaEval: no
+per-instruction difficulty term (it needs many models judged on the same prompts), and all wins or all
+losses give an LC win rate of exactly 1 or 0.
 """
 
 from __future__ import annotations
@@ -28,9 +35,7 @@ from statistics import NormalDist
 
 import numpy as np
 
-# Ridge penalty on the length slope, in units of the log-likelihood: with the feature bounded in (-1, 1)
-# it weighs about as much as one prompt's outcome, so it only matters when the slope runs off to infinity.
-LC_RIDGE = 1.0
+LC_CLIP = 3.0  # the length feature's bound, in root-mean-square units of the length difference
 
 
 def _per_prompt(values, name: str = "values") -> np.ndarray:
@@ -151,52 +156,55 @@ def _sigmoid(x):
     return 0.5 * (1.0 + np.tanh(0.5 * x))  # no overflow warning for large |x|
 
 
-def logistic_fit(x: np.ndarray, y: np.ndarray, ridge: np.ndarray, max_iter: int = 100) -> np.ndarray:
-    """Coefficients minimizing the cross-entropy of sigmoid(x @ beta) against y in [0, 1], plus
-    sum(ridge * beta**2) / 2, by Newton's method with step halving (the loss is convex)."""
-    def loss(beta: np.ndarray) -> float:
-        z = x @ beta
-        # -[y log p + (1 - y) log(1 - p)] = log(1 + e^z) - y z
-        return float(np.sum(np.logaddexp(0.0, z) - y * z) + 0.5 * np.sum(ridge * beta**2))
-
+def firth_logistic_fit(x: np.ndarray, y: np.ndarray, max_iter: int = 100) -> tuple[np.ndarray, np.ndarray]:
+    """(coefficients, inverse Fisher information) of a logistic regression of y in [0, 1] on x, by
+    Firth's (1993) modified score, X'(y - p + h (1/2 - p)) = 0 with h the hat values, solved by
+    Fisher scoring with step halving. No library here has it (statsmodels is not a dependency)."""
     beta = np.zeros(x.shape[1])
-    current = loss(beta)
+    information_inverse = np.eye(x.shape[1])
     for _ in range(max_iter):
         p = _sigmoid(x @ beta)
-        gradient = x.T @ (p - y) + ridge * beta
-        hessian = (x * (p * (1 - p))[:, None]).T @ x + np.diag(ridge)
-        step = np.linalg.solve(hessian + 1e-12 * np.eye(len(beta)), gradient)
-        scale = 1.0
-        while scale > 1e-8 and loss(beta - scale * step) > current:
-            scale /= 2
-        beta = beta - scale * step
-        previous, current = current, loss(beta)
-        if np.max(np.abs(scale * step)) < 1e-10 or previous - current < 1e-12:
+        w = p * (1 - p)
+        information_inverse = np.linalg.pinv((x * w[:, None]).T @ x)
+        hat = np.einsum("ij,jk,ik->i", x, information_inverse, x) * w
+        step = information_inverse @ (x.T @ (y - p + hat * (0.5 - p)))
+        scale = min(1.0, 5.0 / max(1e-12, float(np.max(np.abs(step)))))  # no wild first steps
+        beta = beta + scale * step
+        if np.max(np.abs(scale * step)) < 1e-10:
             break
-    return beta
+    p = _sigmoid(x @ beta)
+    information_inverse = np.linalg.pinv((x * (p * (1 - p))[:, None]).T @ x)
+    return beta, information_inverse
 
 
 @dataclass(frozen=True)
 class LengthControlled:
     win_rate: float  # predicted win probability at equal lengths
-    length_coef: float  # slope on tanh(d / sd(d)); > 0: longer answers win more often
+    length_coef: float  # slope on d / rms(d); > 0: longer answers win more often
+    ci: tuple[float, float]  # Wald interval of win_rate on the logit scale, sandwich covariance
 
 
 def length_controlled_win_rate(outcomes_per_prompt, policy_lengths, reference_lengths,
-                               ridge: float = LC_RIDGE) -> LengthControlled:
-    """The AlpacaEval-style LC win rate (see the module docstring)."""
+                               level: float = 0.95) -> LengthControlled:
+    """The length-controlled win rate and its interval (see the module docstring)."""
     y = _per_prompt(outcomes_per_prompt, "outcomes")
     policy, reference = _paired(policy_lengths, reference_lengths)
     if y.shape != policy.shape or np.any((y < 0) | (y > 1)):
         raise ValueError("outcomes must lie in [0, 1], one per prompt, as many as the lengths")
-    if np.all(y == y[0]) and y[0] in (0.0, 1.0):
-        return LengthControlled(win_rate=float(y[0]), length_coef=0.0)
     d = policy - reference
-    scale = d.std()
-    feature = np.tanh(d / scale) if scale > 0 else np.zeros_like(d)
-    x = np.column_stack([np.ones_like(d), feature])
-    beta = logistic_fit(x, y, ridge=np.array([0.0, ridge]))
-    return LengthControlled(win_rate=float(_sigmoid(beta[0])), length_coef=float(beta[1]))
+    rms = float(np.sqrt(np.mean(d**2)))
+    if rms == 0 or (np.all(y == y[0]) and y[0] in (0.0, 1.0)):  # nothing to control for, or nothing to fit
+        return LengthControlled(win_rate=float(y.mean()), length_coef=0.0, ci=proportion_ci(y, level))
+    x = np.column_stack([np.ones_like(d), np.clip(d / rms, -LC_CLIP, LC_CLIP)])
+    beta, bread = firth_logistic_fit(x, y)
+    residual = y - _sigmoid(x @ beta)
+    n, k = x.shape
+    meat = (x * (residual**2)[:, None]).T @ x
+    covariance = bread @ meat @ bread * (n / max(1, n - k))
+    z = NormalDist().inv_cdf(1 - (1 - level) / 2)
+    se = float(np.sqrt(max(covariance[0, 0], 0.0)))
+    ci = (float(_sigmoid(beta[0] - z * se)), float(_sigmoid(beta[0] + z * se)))
+    return LengthControlled(win_rate=float(_sigmoid(beta[0])), length_coef=float(beta[1]), ci=ci)
 
 
 @dataclass(frozen=True)
