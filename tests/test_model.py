@@ -243,8 +243,8 @@ def test_score_metrics_from_known_completions():
                                        ["<answer>2 * 3</answer>", "<answer>2 + 3</answer>"]])
             for s, text in enumerate(texts)]
     where = Path("x.jsonl")
-    m = {**countdown_eval.greedy_metrics(countdown_eval.score_rows(tasks, greedy, where), seed=0),
-         **countdown_eval.pool_metrics(countdown_eval.score_rows(tasks, pool, where), [1, 2], len(tasks), seed=0)}
+    m = {**countdown_eval.greedy_metrics(countdown_eval.score_rows(tasks, greedy, where)),
+         **countdown_eval.pool_metrics(countdown_eval.score_rows(tasks, pool, where), [1, 2], len(tasks))}
     assert m["accuracy"] == 0.5 and m["score"] == 0.5 and m["format_rate"] == 0.5 and m["n"] == 2
     assert m["pass_at_1"] == 0.5 and m["pass_at_2"] == 1.0
     assert m["best_of_2_score"] == 1.0 and m["best_of_1_score"] == pytest.approx((0.55 + 0.55) / 2)

@@ -14,7 +14,7 @@ from posttrain import schemas
 from posttrain.errors import UserError
 from posttrain.evaluation.countdown import greedy_metrics, greedy_outcomes, pool_metrics
 from posttrain.evaluation.win_rate import win_rate_result
-from posttrain.report import tables
+from posttrain.report import markdown, tables
 from stages import report
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -47,12 +47,12 @@ def make_tree(root: Path) -> None:
                  "reason": "correct" if c else "wrong_value", "completion_tokens": 12 + i % 3}
                 for i, c in enumerate(correct)]
         _write(root / "metrics/countdown_outcomes" / f"{model}.jsonl", greedy_outcomes(rows))
-        _write(root / "metrics/countdown" / f"{model}.json", greedy_metrics(rows, seed=0))
+        _write(root / "metrics/countdown" / f"{model}.json", greedy_metrics(rows))
     for t in (0.7, 1.0):
         pool = [{"prompt_id": i, "sample": s, "reward": 1.0 if (i + s) % (3 if t < 1 else 4) == 0 else 0.1,
                  "temperature": t} for i in range(N_PUZZLES) for s in range(10)]
         _write(root / "metrics/countdown/sweep" / f"sft_countdown-t{t}.json", pool_metrics(pool, [1, 3, 5, 10],
-                                                                                       N_PUZZLES, seed=0))
+                                                                                       N_PUZZLES))
     prompts = root / "data/instruct/gen_test.jsonl"
 
     def judged(model: str, judge: str) -> list[dict]:
@@ -115,7 +115,7 @@ def test_report_holds_every_table_csv_and_plot(tree, monkeypatch):
     sft = cd["sft_countdown"]
     assert float(sft["accuracy"]) == pytest.approx(0.8)
     assert f"| sft_countdown | 0.800 [{float(sft['accuracy_ci_lo']):.3f}, {float(sft['accuracy_ci_hi']):.3f}] |" in text
-    assert "| base | 0.000 [0.000, 0.000] |" in text and "| sft_synthetic | 0.800 [" in text
+    assert "| base | 0.000 [0.000, 0.161] |" in text and "| sft_synthetic | 0.800 [" in text  # Wilson: never [0, 0]
     assert "0.37 (001); 0.316 (003)" in text and "0.3835 (001)" in text and "0.811" in text
     assert "`models/sft_instruct`" in text and "`checker`, `reward_bt`" in text  # params' reference and judges
     assert "n = 20 held-out puzzles" in text and "n = 10 prompts" in text
@@ -126,7 +126,7 @@ def test_report_holds_every_table_csv_and_plot(tree, monkeypatch):
         assert float(rows["dpo"]["win_rate"]) == 1.0 and float(rows["sft_instruct"]["win_rate"]) == 0.5
         assert rows["base"]["bleu_4"] == "" and float(rows["dpo"]["bleu_4"]) == pytest.approx(18.5 / 4)
         assert (out / f"plots/win_rates_{judge}.png").read_bytes().startswith(PNG)
-    assert "| dpo | 1.000 [1.000, 1.000] |" in text and "| n/a | n/a | 10 |" in text  # base: no BLEU, no perplexity
+    assert "| dpo | 1.000 [0.722, 1.000] |" in text and "| n/a | n/a | 10 |" in text  # base: no BLEU, no perplexity
     assert "| reward_bt | 0.720 | 50 |" in text
     assert "| rloo_countdown | 0.210 | 0.250 | +0.040 | 3 |" in text  # held-out reward: step 0 and the end
     assert [r["stage"] for r in csv.DictReader(open(out / "rl_held_out_reward.csv"))] == ["rloo_countdown"]
@@ -156,8 +156,8 @@ def test_paired_p_values_are_one_for_identical_and_small_for_different_methods(t
     assert float(rows["base"]["p_sign"]) == 1.0 and float(rows["dpo"]["p_sign"]) == pytest.approx(2 * 0.5**10)
     assert float(rows["dpo"]["delta"]) == 0.5 and int(rows["dpo"]["n_paired"]) == N_PROMPTS
     text = (out / "report.md").read_text()
-    assert "| -0.800 [-0.950, -0.600] | <0.001* |" in text
-    assert "| +0.000 [+0.000, +0.000] | 1.000 |" in text
+    assert "| -0.800 [-0.950, -0.600] (n = 20) | <0.001* |" in text
+    assert "| +0.000 [+0.000, +0.000] (n = 20) | 1.000 |" in text
 
 
 def test_output_is_the_same_on_a_second_run(tree, monkeypatch):
@@ -221,11 +221,25 @@ def test_sources_beside_each_method(model, expected):
     assert tables.source(model, tables.SOURCES_COUNTDOWN) == expected
 
 
-def test_paired_uses_the_items_both_methods_hold():
+def test_paired_refuses_methods_scored_on_different_items():
+    """Issue §3: a model scored on 1,000 puzzles against a baseline on 500 is no paired comparison."""
     a, b = {0: 1.0, 1: 1.0, 2: 0.0, 7: 1.0}, {0: 0.0, 1: 1.0, 2: 0.0}
+    assert tables.paired(a, b) == {"refused": "items differ: 4 vs 3, 3 shared"}
+    del a[7]
     result = tables.paired(a, b)
     assert result["n_paired"] == 3 and result["delta"] == pytest.approx(1 / 3) and result["p_sign"] == 1.0
-    assert tables.paired(a, None) == {} and tables.paired({5: 1.0}, b) == {}
+    assert tables.paired(a, None) == {}
+    assert markdown.delta({"refused": "items differ: 4 vs 3, 3 shared"}) == "refused (items differ: 4 vs 3, 3 shared)"
+    assert markdown.delta(result).endswith("(n = 3)")
+
+
+def test_the_report_refuses_a_delta_on_different_puzzles(tree, monkeypatch):
+    rows = [json.loads(line) for line in (tree / "metrics/countdown_outcomes/sft_synthetic.jsonl").read_text().splitlines()]
+    _write(tree / "metrics/countdown_outcomes/sft_synthetic.jsonl", rows[: len(rows) // 2])
+    run_report(monkeypatch)
+    text = (tree / "metrics/report/report.md").read_text()
+    line = next(line for line in text.splitlines() if line.startswith("| sft_synthetic |"))
+    assert f"refused (items differ: {len(rows) // 2} vs {len(rows)}" in line
 
 
 def test_the_report_reads_outcomes_and_never_a_data_file(tree, monkeypatch):

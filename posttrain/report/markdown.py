@@ -27,7 +27,10 @@ def md_table(headers: list[str], rows: list[list[str]]) -> str:
 
 
 def delta(row: dict) -> str:
-    return ci(row, "delta", sign=True) if "delta" in row else "—"
+    """Δ with its interval and the paired n it was computed on, or why there is none."""
+    if "refused" in row:
+        return f"refused ({row['refused']})"
+    return f"{ci(row, 'delta', sign=True)} (n = {row['n_paired']})" if "delta" in row else "—"
 
 
 def countdown_md(rows: list[dict]) -> str:

@@ -46,10 +46,14 @@ def source(model: str, table: dict[str, str]) -> str:
 
 
 def paired(a: dict[int, float] | None, b: dict[int, float] | None) -> dict:
-    """Paired comparison of a with b on the items both hold: Δ = mean(a - b), its interval, and p-values."""
-    common = sorted(a.keys() & b.keys()) if a is not None and b is not None else []
-    if not common:
+    """Paired comparison of a with b, scored on the same items: Δ = mean(a - b), its interval, p-values and
+    the paired n. Scored on different items (a model on 1,000 puzzles, the baseline on 500), a Δ on the
+    shared ones would sit beside an n it was not computed on: refused, with the two counts."""
+    if a is None or b is None or not a or not b:
         return {}
+    if a.keys() != b.keys():
+        return {"refused": f"items differ: {len(a)} vs {len(b)}, {len(a.keys() & b.keys())} shared"}
+    common = sorted(a)
     x, y = [a[i] for i in common], [b[i] for i in common]
     test = stats.paired_bootstrap(x, y, n_boot=N_BOOT, seed=SEED)
     return {"delta": test.diff, "delta_ci": list(test.ci), "p_sign": stats.sign_test(x, y),
