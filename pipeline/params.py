@@ -164,6 +164,9 @@ class Rl:
     """An RLOO or GRPO run: TRL `RLOOConfig`/`GRPOConfig` fields (stages/rl.py names the required ones)."""
 
     held_out: int  # the last prompts of the file, kept out of training: the reward on fixed prompts (0: none)
+    # instruct RL: a judge of `evaluation.judges` scored beside the reward with weight 0 (the gold against the
+    # trained proxy: over-optimisation curves); null: none. An API judge scores the held-out evaluations only.
+    gold_judge: str | None
     trainer: dict[str, Any]
 
 
@@ -363,3 +366,4 @@ def load(path: Path = PARAMS_FILE) -> Params:
     except yaml.YAMLError as err:
         raise UserError(f"{path}: not valid YAML: {err}") from None
     return parse(data)
+

@@ -26,7 +26,7 @@ from posttrain import schemas
 from posttrain.errors import run_main
 from posttrain.report import tables
 from posttrain.report.files import write_report
-from posttrain.report.inputs import held_out_reward_rows, read_folder, read_outcomes
+from posttrain.report.inputs import held_out_reward_rows, overoptimisation_curves, read_folder, read_outcomes
 
 
 def build(metrics: Path, outcomes_countdown: Path, outcomes_instruct: Path, out: Path, p: params.Params) -> None:
@@ -47,7 +47,7 @@ def build(metrics: Path, outcomes_countdown: Path, outcomes_instruct: Path, out:
         instruct[judge] = tables.instruct_rows(by_model, text, outcome, e.instruct_models)
     rm_rows = tables.reward_model_rows(read_folder(metrics / "reward_model", schemas.REWARD_MODEL_METRICS))
     write_report(out, e.reference, cd_rows, bo_rows, instruct, rm_rows, held_out_reward_rows(metrics / "train"),
-                 metrics / "train")
+                 metrics / "train", overoptimisation_curves(metrics / "train"))
 
 
 def main() -> None:

@@ -282,3 +282,24 @@ def test_models_are_listed_in_the_order_of_params(tree, monkeypatch):
 
 def test_the_instruction_tables_show_win_rate_metrics():
     assert set(tables.INSTRUCT_COLUMNS) <= set(schemas.WIN_RATE_METRICS)
+
+
+@pytest.mark.parametrize("gold, verdict", [
+    ([6.0, 6.5, 6.2, 5.9], "over-optimised: the proxy rose, the gold stalled or fell"),
+    ([6.0, 6.8, 7.1, 6.9], "over-optimising: the proxy rose, the gold peaked at step 10"),
+    ([6.0, 6.2, 6.4, 6.6], "the proxy and the gold rose together"),
+])
+def test_the_report_shows_the_proxy_against_the_gold(gold, verdict, tree, monkeypatch):
+    """Issue: reward over-optimisation made visible: proxy and gold held-out rewards against the KL, per run."""
+    curves = tree / "metrics/train/rloo_instruct_reward_bt/plots/metrics/eval"
+    steps = [0, 5, 10, 15]
+    for name, values in (("rewards/reward_model_reward_bt/mean", [0.1, 0.4, 0.7, 1.0]),
+                         ("rewards/gold_checker/mean", gold), ("kl", [0.0, 0.01, 0.03, 0.06])):
+        _write(curves / f"{name}.tsv", f"step\t{name.split('/')[-1]}\n" + "".join(
+            f"{s}\t{v}\n" for s, v in zip(steps, values)))
+    run_report(monkeypatch)
+    out = tree / "metrics/report"
+    text = (out / "report.md").read_text()
+    row = next(line for line in text.splitlines() if line.startswith("| rloo_instruct_reward_bt | `reward_model"))
+    assert verdict in row and "`gold_checker`" in row and "0.0600" in row
+    assert (out / "plots/overoptimisation.png").is_file() and "overoptimisation.csv" in text

@@ -60,7 +60,8 @@ def instruct_md(rows: list[dict]) -> str:
 
 
 def markdown(reference: str, countdown: list[dict], best_of: list[dict], instruct: dict[str, list[dict]],
-             reward_models: list[dict], held_out: list[dict], files: list[str]) -> str:
+             reward_models: list[dict], held_out: list[dict], files: list[str],
+             overoptimisation: list[dict] = ()) -> str:
     """The whole report: one section per table, each empty one saying so, then the list of `files`."""
     def ns(rows: list[dict]) -> str:
         return ", ".join(map(str, sorted({r["n"] for r in rows}))) or "none"
@@ -72,7 +73,9 @@ def markdown(reference: str, countdown: list[dict], best_of: list[dict], instruc
            f"n = {ns([r for rows in instruct.values() for r in rows])} prompts, judges: "
            f"{', '.join(f'`{j}`' for j in instruct) or 'none'}; Δ and p against `{INSTRUCT_BASELINE}` "
            "(sign test of per-prompt outcomes)."),
-           f"- Intervals are 95% percentile bootstraps over items; `*` marks p < {ALPHA}.",
+           ("- Intervals are 95%: Wilson intervals for rates (accuracy, pass@N, win rate), the LC win rate's from "
+           "its fit (sandwich), percentile bootstraps over items for mean rewards and paired Δ; "
+           f"`*` marks p < {ALPHA}."),
            ("- *sources*: the seeds' numbers for Qwen2.5-0.5B (reference.md §3, §5). Other model, data and "
            "judge: compare directions, not absolute values."),
            "", "## 1. Countdown", "", countdown_md(countdown) if countdown else "No Countdown metrics.\n",
@@ -93,5 +96,16 @@ def markdown(reference: str, countdown: list[dict], best_of: list[dict], instruc
         "the first update and every `eval_steps`: one fixed prompt set, so the change is the policy's."), "",
         md_table(["stage", "reward at step 0", "at the end", "change", "evaluations"],
                  [[r["stage"], num(r["start"]), num(r["end"]), num(r["change"], sign=True), str(r["evaluations"])]
-                  for r in held_out]) if held_out else "No held-out RL evaluations.\n", "## 6. Files", ""]
+                  for r in held_out]) if held_out else "No held-out RL evaluations.\n",
+        "## 6. Reward over-optimisation: the proxy against the gold", "",
+        ("Instruction RL trains on a reward model (the proxy); its `gold_judge` scores the same held-out samples "
+        "with weight 0. Over-optimised: the proxy rose from the first evaluation to the last while the gold "
+        "ended no higher than it started, or below its peak (plots/overoptimisation.png: both against the KL)."),
+        "", md_table(["stage", "proxy", "gold", "KL at the end", "proxy: start → end", "gold: start → end (peak)",
+                      "verdict"],
+                     [[r["stage"], f"`{r['proxy']}`", f"`{r['gold']}`", num(r["kl_end"], 4),
+                       f"{num(r['proxy_start'])} → {num(r['proxy_end'])}",
+                       f"{num(r['gold_start'])} → {num(r['gold_end'])} ({num(r['gold_peak'])})", r["verdict"]]
+                      for r in overoptimisation]) if overoptimisation else "No RL run logged a gold judge.\n",
+        "## 7. Files", ""]
     return "\n".join(out + [f"- [{f}]({f})" for f in files]) + "\n"

@@ -112,3 +112,27 @@ def csv_text(rows: list[dict]) -> str:
     writer.writeheader()
     writer.writerows(flat)
     return buffer.getvalue()
+
+
+def overoptimisation_rows(curves: list[dict]) -> list[dict]:
+    """One row per RL run with a gold judge: start and end of the proxy and the gold, and the verdict.
+
+    Over-optimised means the proxy rose from the first evaluation to the last while the gold did not end
+    above where it started, or ended below its own peak (Gao et al.'s picture: the gold turns over as the
+    KL grows). Both are held-out means of one sample set per evaluation, so a small change is noise."""
+    rows = []
+    for c in curves:
+        proxy, gold = c["proxy"], c["gold"]
+        peak = max(range(len(gold)), key=gold.__getitem__)
+        if proxy[-1] <= proxy[0]:
+            verdict = "the proxy did not rise"
+        elif gold[-1] <= gold[0]:
+            verdict = "over-optimised: the proxy rose, the gold stalled or fell"
+        elif peak < len(gold) - 1:
+            verdict = f"over-optimising: the proxy rose, the gold peaked at step {c['steps'][peak]:g}"
+        else:
+            verdict = "the proxy and the gold rose together"
+        rows.append({"stage": c["stage"], "proxy": c["proxy_name"], "gold": c["gold_name"],
+                     "evaluations": len(gold), "kl_end": c["kl"][-1], "proxy_start": proxy[0], "proxy_end": proxy[-1],
+                     "gold_start": gold[0], "gold_end": gold[-1], "gold_peak": gold[peak], "verdict": verdict})
+    return rows

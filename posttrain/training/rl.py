@@ -73,8 +73,19 @@ def split_held_out(dataset, held_out: int, section: str, fields: dict):
 
 
 def train(method: str, section: str, fields: dict, model_dir: Path, dataset, reward_funcs: list[RewardFunc],
-          out: Path, live: Path | None, held_out: int = 0) -> None:
-    """Train the policy in `model_dir` on `dataset`'s prompts and save model and tokenizer to `out`."""
+          out: Path, live: Path | None, held_out: int = 0, logged_only: list[RewardFunc] = (),
+          seed: int | None = None) -> None:
+    """Train the policy in `model_dir` on `dataset`'s prompts and save model and tokenizer to `out`.
+
+    `logged_only` reward functions are scored and logged with weight 0 (a gold judge beside the proxy);
+    `seed` replaces the section's `trainer.seed` (and `data_seed`), for a replicate of the run."""
+    if logged_only:
+        if "reward_weights" in fields:
+            raise UserError(f"params: `{section}.trainer.reward_weights` and a gold judge cannot go together")
+        fields = {**fields, "reward_weights": [1.0] * len(reward_funcs) + [0.0] * len(logged_only)}
+        reward_funcs = [*reward_funcs, *logged_only]
+    if seed is not None:
+        fields = {**fields, "seed": seed, **({"data_seed": seed} if "data_seed" in fields else {})}
     config_cls, trainer_cls = trainer_classes(method)
     missing = [name for name in REQUIRED if name not in fields]
     if missing:
@@ -97,6 +108,9 @@ def train(method: str, section: str, fields: dict, model_dir: Path, dataset, rew
             processing_class=tokenizer,
             callbacks=[dvclive_callback(live)] if live else None,
         )
+        for func in reward_funcs:
+            if hasattr(func, "bind"):
+                func.bind(trainer)
         trainer.train()
         trainer.model.generation_config.eos_token_id = tokenizer.convert_tokens_to_ids(EOS)
         tokenizer.padding_side = saved_padding_side
