@@ -255,6 +255,7 @@ class Evaluation:
     reward_judges: list[str]  # reward models as judges, each the folder models/<name> (trained or pulled)
     countdown_models: list[str]  # the models evaluated on Countdown, each the folder models/<name>
     instruct_models: list[str]  # the models evaluated on instructions, each the folder models/<name>
+    seed_models: list[str]  # Countdown models trained again per `train_seeds`, each models/<name>-s<seed>
     text_rows: int  # held-out SmolTalk prompts each model answers for BLEU (perplexity reads all of them)
 
 
@@ -266,6 +267,7 @@ class Score:
 @dataclasses.dataclass(frozen=True)
 class Params:
     seed: int
+    train_seeds: list[int]  # replicates of the Countdown methods beyond the main run (its trainer seeds)
     countdown: Countdown
     instruct: Instruct
     base_model: BaseModel

@@ -11,11 +11,10 @@ empty system prompt gives 003's single-turn format). `<|im_end|>` is the eos: TR
 completion, so the model learns to stop where generation stops. The trainer's fields come from
 `<section>.trainer` in params.yaml; curves go to DVCLive under `--live`.
 
-Options of the section: `lora` trains PEFT adapters, saved under `<out>/adapter` and merged onto the
-base the adapter records into `<out>`; `early_stopping_patience` stops after that many evaluations
-without a lower `eval_loss` and keeps the best checkpoint (checkpoints go to `<out>.checkpoints`, one
-folder every process sees, removed at the end); `length_penalty` adds 002's penalty, reaching the
-weights through a REINFORCE term (posttrain/training/length_penalty.py says how).
+Options of the section: `lora` trains PEFT adapters (`<out>/adapter`, merged into `<out>`);
+`early_stopping_patience` stops after that many evaluations without a lower `eval_loss` and keeps the
+best checkpoint (in `<out>.checkpoints`, removed at the end); `length_penalty` adds 002's penalty
+through a REINFORCE term (posttrain/training/length_penalty.py). `--seed` replaces `trainer.seed`.
 """
 
 from __future__ import annotations
@@ -135,11 +134,13 @@ def main() -> None:
     parser.add_argument("--eval", type=Path)
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--live", type=Path, help="DVCLive folder for the training curves")
+    parser.add_argument("--seed", type=int, help="replaces the section's trainer seed: a replicate of the run")
     args = parser.parse_args()
     require_model_dir(args.model, "--model")
     p = params.load()
     section = params.section(p, args.section, params.Sft, "an SFT")
-    train(args.section, section.trainer, args.model, args.train, args.eval, args.out, args.live,
+    fields = section.trainer if args.seed is None else {**section.trainer, "seed": args.seed}
+    train(args.section, fields, args.model, args.train, args.eval, args.out, args.live,
           system_prompt=p.instruct.system_prompt, lora=section.lora,
           early_stopping_patience=section.early_stopping_patience, length_penalty=section.length_penalty)
 

@@ -303,3 +303,29 @@ def test_the_report_shows_the_proxy_against_the_gold(gold, verdict, tree, monkey
     row = next(line for line in text.splitlines() if line.startswith("| rloo_instruct_reward_bt | `reward_model"))
     assert verdict in row and "`gold_checker`" in row and "0.0600" in row
     assert (out / "plots/overoptimisation.png").is_file() and "overoptimisation.csv" in text
+
+
+def test_the_report_shows_each_method_across_training_seeds(tree, monkeypatch):
+    """Issue: across training seeds. Each seed's number, their mean with a between-seed interval, and Δ vs SFT
+    with seed and item variance both counted; the replicates stay out of the main table."""
+    params_yaml = tree / "params.yaml"
+    params_yaml.write_text(params_yaml.read_text().replace("train_seeds: []", "train_seeds:\n- 1\n- 2"))
+    flips = {"sft_countdown": (0, 3), "sft_synthetic": (5, 9)}  # each seed: a few puzzles flipped
+    for seed in (1, 2):
+        for model, correct in CORRECT.items():
+            if model not in flips:
+                continue
+            changed = [(not c) if i in range(*flips[model]) and (i + seed) % 2 else c for i, c in enumerate(correct)]
+            rows = [{"prompt_id": i, "sample": 0, "decoding": "greedy", "correct": c, "reward": 1.0 if c else 0.1,
+                     "reason": "correct" if c else "wrong_value", "completion_tokens": 12}
+                    for i, c in enumerate(changed)]
+            _write(tree / "metrics/countdown_outcomes" / f"{model}-s{seed}.jsonl", greedy_outcomes(rows))
+            _write(tree / "metrics/countdown" / f"{model}-s{seed}.json", greedy_metrics(rows))
+    run_report(monkeypatch)
+    text = (tree / "metrics/report/report.md").read_text()
+    assert "-s1" not in text.split("### Across training seeds")[0]  # not in the main table
+    row = next(line for line in text.splitlines() if line.startswith("| sft_synthetic | main / s1 / s2 |"))
+    assert "(seeds 3, n = 20, df" in row
+    seeds = read_csv(tree / "metrics/report/countdown_seeds.csv")
+    assert set(seeds) == {"sft_countdown", "sft_synthetic"} and float(seeds["sft_synthetic"]["p"]) <= 1
+    assert float(seeds["sft_synthetic"]["mean_ci_lo"]) < float(seeds["sft_synthetic"]["mean"])

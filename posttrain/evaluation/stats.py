@@ -242,3 +242,95 @@ def sign_test(a, b) -> float:
         return 1.0
     tail = sum(math.comb(n, i) for i in range(min(above, below) + 1))
     return min(1.0, 2 * tail / 2**n)
+
+
+def _incomplete_beta(a: float, b: float, x: float) -> float:
+    """The regularised incomplete beta function I_x(a, b), by its continued fraction (Lentz's method);
+    numpy has none and scipy is not a dependency for one function."""
+    if x <= 0.0:
+        return 0.0
+    if x >= 1.0:
+        return 1.0
+    if x > (a + 1) / (a + b + 2):  # the fraction converges fast below the mean: use the symmetry
+        return 1.0 - _incomplete_beta(b, a, 1.0 - x)
+    front = math.exp(math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log1p(-x)) / a
+    tiny = 1e-300
+    c, d = 1.0, 1.0 - (a + b) * x / (a + 1)
+    d = 1.0 / (d if abs(d) > tiny else tiny)
+    result = d
+    for m in range(1, 500):
+        for numerator in (m * (b - m) * x / ((a + 2 * m - 1) * (a + 2 * m)),
+                          -(a + m) * (a + b + m) * x / ((a + 2 * m) * (a + 2 * m + 1))):
+            d = 1.0 + numerator * d
+            d = 1.0 / (d if abs(d) > tiny else tiny)
+            c = 1.0 + numerator / c
+            c = c if abs(c) > tiny else tiny
+            result *= c * d
+        if abs(c * d - 1.0) < 1e-14:
+            break
+    return front * result
+
+
+def t_two_sided_p(t: float, df: float) -> float:
+    """P(|T| >= |t|) for Student's t with `df` degrees of freedom."""
+    return _incomplete_beta(df / 2, 0.5, df / (df + t * t)) if math.isfinite(t) else 0.0
+
+
+def t_quantile(q: float, df: float) -> float:
+    """The `q` quantile (q > 0.5) of Student's t with `df` degrees of freedom, by bisection."""
+    low, high = 0.0, 1e6
+    for _ in range(200):
+        middle = (low + high) / 2
+        low, high = (middle, high) if t_two_sided_p(middle, df) / 2 > 1 - q else (low, middle)
+    return (low + high) / 2
+
+
+def between_seed_ci(values, level: float = 0.95) -> tuple[float, float]:
+    """Student-t interval of the mean of one number per training seed (seeds are the independent draws)."""
+    values = _per_prompt(values, "seeds")
+    if len(values) < 2:
+        return float(values[0]), float(values[0])
+    half = t_quantile(1 - (1 - level) / 2, len(values) - 1) * values.std(ddof=1) / math.sqrt(len(values))
+    return float(values.mean() - half), float(values.mean() + half)
+
+
+@dataclass(frozen=True)
+class SeedsTest:
+    diff: float  # mean over seeds and items of a - b
+    ci: tuple[float, float]
+    p_value: float  # two-sided, of no difference
+    df: float  # Satterthwaite's degrees of freedom
+    seeds: int
+    items: int
+
+
+def seeds_test(a, b, level: float = 0.95) -> SeedsTest:
+    """Compare two methods trained with the same seeds and scored on the same items: `a[s][i]`, `b[s][i]` are
+    seed s's score on item i. Items pair within each seed (the same puzzle, the same seed), and the
+    difference's variance counts the seed-to-seed and the item-to-item spread, from the two-way layout
+    d[s][i] = mu + seed_s + item_i + e (both random): Var(mean) = (MS_seed + MS_item - MS_error) / (S I),
+    with Satterthwaite's degrees of freedom for the t reference. With one seed it is the paired t-test on
+    items, which knows nothing of the seed's own spread."""
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    if a.ndim != 2 or a.shape != b.shape or a.shape[1] < 2 or not np.all(np.isfinite(a - b)):
+        raise ValueError(f"need two finite seeds x items arrays of one shape, got {a.shape} and {b.shape}")
+    d = a - b
+    seeds, items = d.shape
+    grand = float(d.mean())
+    by_seed, by_item = d.mean(axis=1), d.mean(axis=0)
+    ms_item = seeds * float(np.sum((by_item - grand) ** 2)) / (items - 1)
+    if seeds == 1:
+        variance, df = ms_item / items, float(items - 1)
+    else:
+        ms_seed = items * float(np.sum((by_seed - grand) ** 2)) / (seeds - 1)
+        residual = d - by_seed[:, None] - by_item[None, :] + grand
+        ms_error = float(np.sum(residual**2)) / ((seeds - 1) * (items - 1))
+        combined = max(ms_seed + ms_item - ms_error, ms_item, 1e-300)  # never below the items' own spread
+        variance = combined / (seeds * items)
+        parts = [(ms_seed, seeds - 1), (ms_item, items - 1), (ms_error, (seeds - 1) * (items - 1))]
+        df = combined**2 / sum(ms**2 / k for ms, k in parts if ms > 0) if any(ms > 0 for ms, _ in parts) else 1.0
+    se = math.sqrt(variance)
+    half = t_quantile(1 - (1 - level) / 2, df) * se
+    p = t_two_sided_p(grand / se, df) if se > 0 else (1.0 if grand == 0 else 0.0)
+    return SeedsTest(diff=grand, ci=(grand - half, grand + half), p_value=min(1.0, p), df=df, seeds=seeds,
+                     items=items)

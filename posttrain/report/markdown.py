@@ -59,9 +59,23 @@ def instruct_md(rows: list[dict]) -> str:
           num(r["perplexity"], 2), str(r["n"]), delta(r), p_value(r.get("p_sign")), r["sources"]] for r in rows])
 
 
+def seeds_md(rows: list[dict]) -> str:
+    def test(r: dict) -> str:
+        if "refused" in r:
+            return f"refused ({r['refused']})"
+        if "delta" not in r:
+            return "—"
+        return f"{ci(r, 'delta', sign=True)} (seeds {r['seeds_paired']}, n = {r['n_paired']}, df {r['df']:.1f})"
+
+    return md_table(["method", "seeds", "accuracy by seed", "mean [95% CI between seeds]", "n",
+                     "Δ vs SFT across seeds [95% CI]", "p"],
+                    [[r["model"], r["seeds"], r["accuracy_by_seed"], ci(r, "mean"), str(r["n"]), test(r),
+                      p_value(r.get("p"))] for r in rows])
+
+
 def markdown(reference: str, countdown: list[dict], best_of: list[dict], instruct: dict[str, list[dict]],
              reward_models: list[dict], held_out: list[dict], files: list[str],
-             overoptimisation: list[dict] = ()) -> str:
+             overoptimisation: list[dict] = (), seeds: list[dict] = ()) -> str:
     """The whole report: one section per table, each empty one saying so, then the list of `files`."""
     def ns(rows: list[dict]) -> str:
         return ", ".join(map(str, sorted({r["n"] for r in rows}))) or "none"
@@ -79,6 +93,11 @@ def markdown(reference: str, countdown: list[dict], best_of: list[dict], instruc
            ("- *sources*: the seeds' numbers for Qwen2.5-0.5B (reference.md §3, §5). Other model, data and "
            "judge: compare directions, not absolute values."),
            "", "## 1. Countdown", "", countdown_md(countdown) if countdown else "No Countdown metrics.\n",
+           "### Across training seeds", "",
+           ("Each method trained again per seed of `train_seeds` (main: the sections' own seed). The interval of "
+           "the mean is a t interval over seeds; Δ pairs the puzzles within each seed and counts both the "
+           "seed-to-seed and the puzzle-to-puzzle spread (two-way random effects, Satterthwaite's df)."), "",
+           seeds_md(list(seeds)) if seeds else "No replicates (`train_seeds` is empty).\n",
            "## 2. Best-of-N with the verifier", "",
            ("pass@N is best-of-N accuracy (the verifier picks a correct sample whenever one exists); sources: "
            f"{SOURCE_BEST_OF_N}."), "", best_of_n_md(best_of) if best_of else "No sweep.\n",

@@ -136,3 +136,35 @@ def overoptimisation_rows(curves: list[dict]) -> list[dict]:
                      "evaluations": len(gold), "kl_end": c["kl"][-1], "proxy_start": proxy[0], "proxy_end": proxy[-1],
                      "gold_start": gold[0], "gold_end": gold[-1], "gold_peak": gold[peak], "verdict": verdict})
     return rows
+
+
+def seed_rows(metrics: dict[str, dict], correct: dict[str, dict | None], models: list[str],
+              seeds: list[int]) -> list[dict]:
+    """Per Countdown method trained once per seed (the main run, then `<model>-s<seed>` for each of `seeds`):
+    each seed's accuracy, their mean with a between-seed t interval, and Δ against the baseline trained with
+    the same seeds, tested with the seed-to-seed and item-to-item spread both counted (`stats.seeds_test`,
+    items paired within each seed). A seed scored on other puzzles than the baseline's is refused."""
+    rows = []
+    runs = {m: [(("main", m))] + [(f"s{s}", f"{m}-s{s}") for s in seeds] for m in models}
+    base = runs.get(COUNTDOWN_BASELINE, [])
+    for model in models:
+        present = [(label, name) for label, name in runs[model] if name in metrics]
+        if len(present) < 2:
+            continue
+        accuracy = [metrics[name]["accuracy"] for _, name in present]
+        low, high = stats.between_seed_ci(accuracy)
+        row = {"model": model, "seeds": " / ".join(label for label, _ in present),
+               "accuracy_by_seed": " / ".join(f"{a:.3f}" for a in accuracy), "mean": sum(accuracy) / len(accuracy),
+               "mean_ci": [low, high], "n": metrics[present[0][1]]["n"]}
+        pairs = [(correct.get(name), correct.get(base_name)) for (label, name), (base_label, base_name)
+                 in zip(runs[model], base) if name in metrics and base_name in metrics]
+        if model != COUNTDOWN_BASELINE and len(pairs) >= 2 and all(a and b for a, b in pairs):
+            if any(a.keys() != b.keys() for a, b in pairs):
+                row["refused"] = "a seed's puzzles differ from the baseline's"
+            else:
+                items = sorted(pairs[0][0])
+                test = stats.seeds_test([[a[i] for i in items] for a, _ in pairs], [[b[i] for i in items] for _, b in pairs])
+                row |= {"delta": test.diff, "delta_ci": list(test.ci), "p": test.p_value, "df": test.df,
+                        "n_paired": len(items), "seeds_paired": len(pairs)}
+        rows.append(row)
+    return rows
