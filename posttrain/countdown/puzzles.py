@@ -35,9 +35,12 @@ def generate_tasks(cfg, n: int, rng: random.Random) -> list[dict]:
     misses = 0
     with tqdm(total=n, desc="countdown puzzles", mininterval=2) as bar:
         while len(rows) < n:
-            row_nums, target = solver.make_puzzle(
-                rng, rng.randint(low_count, high_count), cfg.low, cfg.high, cfg.target_low, cfg.target_high
-            )
+            try:
+                row_nums, target = solver.make_puzzle(
+                    rng, rng.randint(low_count, high_count), cfg.low, cfg.high, cfg.target_low, cfg.target_high
+                )
+            except ValueError as err:  # settings that make no puzzle, or (rare draws) too few
+                raise UserError(f"countdown.generator: {err}") from None
             row = {"target": target, "nums": row_nums}
             if key(row) in seen:
                 misses += 1
