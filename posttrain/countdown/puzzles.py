@@ -57,6 +57,17 @@ def generate_tasks(cfg, n: int, rng: random.Random) -> list[dict]:
     return rows
 
 
+def check_puzzles(rows: list[tuple[int, dict]], where: str, solvable: bool) -> None:
+    """Each (row index, row) a puzzle of at most `solver.MAX_NUMS` numbers and, with `solvable`, one the
+    solver solves; a `UserError` naming `where` and the row otherwise. Solving takes a few ms a puzzle."""
+    for index, row in rows:
+        if len(row["nums"]) > solver.MAX_NUMS:
+            raise UserError(f"{where}: row {index}: field `nums` has {len(row['nums'])} numbers; a Countdown puzzle "
+                            f"here has at most {solver.MAX_NUMS}")
+        if solvable and solver.solve(row["nums"], row["target"]) is None:
+            raise UserError(f"{where}: row {index}: unsolvable: no equation of {row['nums']} makes {row['target']}")
+
+
 def solved_completion(row: dict, think: bool) -> str:
     """A warmstart completion written by the exhaustive solver: its steps, then the equation."""
     solution = solver.solve(row["nums"], row["target"])
