@@ -82,6 +82,9 @@ def require_model_dir(path: str | Path, parameter: str) -> Path:
     path = Path(path)
     if not path.is_dir():
         raise UserError(f"{path}: no such model folder (from {parameter})")
+    if not (path / "config.json").is_file():  # an empty or half-copied folder: from_pretrained's error is pages
+        found = ", ".join(sorted(p.name for p in path.iterdir())[:8]) or "nothing"
+        raise UserError(f"{path}: not a model folder, no config.json (from {parameter}; found: {found})")
     return path
 
 
@@ -93,7 +96,9 @@ def is_local(source: str) -> bool:
 def hub_or_folder(source: str, parameter: str) -> Path | None:
     """The model folder `source` names (it must exist), or None for a hub id (checked for its form)."""
     if is_local(source):
-        return require_model_dir(source, parameter)
+        if not Path(source).is_dir():  # what the folder holds is checked by the reader (pull: every file it needs)
+            raise UserError(f"{Path(source)}: no such model folder (from {parameter})")
+        return Path(source)
     if not _HUB_ID.fullmatch(source) or ".." in source:
         raise UserError(f"`{parameter}`={source!r}: neither an existing folder nor a hub id (`owner/name`)")
     return None

@@ -130,15 +130,22 @@ def generate_vllm(model_dir: Path, prompts: list[str], d, seed: int) -> Iterator
 
 
 def pick_backend(name: str) -> str:
-    if name not in BACKENDS:
-        raise UserError(f"params: generate.backend must be auto, transformers or vllm, got {name!r}")
-    if name != "auto":
-        return name
+    """The backend `name` asks for; `auto`: vLLM where it is installed and a GPU is present. vLLM asked for
+    but not installed is a `UserError` naming `generate.backend`, before any model is loaded."""
     import importlib.util
+    import sys
 
     import torch
 
-    return "vllm" if torch.cuda.is_available() and importlib.util.find_spec("vllm") else "transformers"
+    if name not in BACKENDS:
+        raise UserError(f"params: generate.backend must be auto, transformers or vllm, got {name!r}")
+    has_vllm = "vllm" in sys.modules or importlib.util.find_spec("vllm") is not None
+    if name == "vllm" and not has_vllm:
+        raise UserError("params: generate.backend is vllm, but vLLM is not installed (pip install -r "
+                        "requirements-gpu.txt, on a GPU machine); set it to auto or transformers")
+    if name != "auto":
+        return name
+    return "vllm" if torch.cuda.is_available() and has_vllm else "transformers"
 
 
 def decoding_settings(d) -> dict[str, Any]:
@@ -156,9 +163,9 @@ def generate(model_dir: Path, task: str, prompt_rows: list[dict], decoding, *, d
     if d.temperature == 0 and d.n != 1:
         raise UserError(f"params: generate.{decoding_name}: greedy decoding (temperature 0) gives one sample, "
                         "n must be 1")
+    backend = pick_backend(backend)
     prompts = render_prompts(task, prompt_rows, load_chat_tokenizer(model_dir), prompt_template=prompt_template,
                              system_prompt=system_prompt, chat_template=d.chat_template)
-    backend = pick_backend(backend)
     if backend == "vllm":
         samples = generate_vllm(model_dir, prompts, d, seed)
     else:
