@@ -131,6 +131,8 @@ def load_rows(source: str, split: str, schema: dict[str, Check], parameter: str,
     try:
         with _datasets_errors(logged):
             rows, where = _load(datasets, source, split, parameter, revision, schema)
+            # inside: Arrow decodes a string column's bytes only when the rows are read
+            return rows if where is None else validate(rows, schema, where)
     except UserError:
         raise
     except ConnectionError as err:  # datasets, offline (HF_HUB_OFFLINE=1) with the dataset not in its cache
@@ -143,7 +145,6 @@ def load_rows(source: str, split: str, schema: dict[str, Check], parameter: str,
             datasets.exceptions.DatasetGenerationError) as err:
         raise UserError(f"`{parameter}`={source!r}, split {split!r}: cannot load: "
                         f"{_load_failure(path, err, logged)}") from None
-    return rows if where is None else validate(rows, schema, where)
 
 
 def _load(datasets, source: str, split: str, parameter: str, revision: str | None,
