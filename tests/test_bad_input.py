@@ -367,3 +367,38 @@ def test_run_main_turns_a_refused_write_anywhere_into_one_line(capsys):
 
     with pytest.raises(OSError):  # not the disk's doing: a traceback, as a bug should have
         run_main(bug)
+
+
+# ------------------------------------------------------------------ two `dvc repro` at once
+@pytest.mark.slow  # ~12 s: three DVC start-ups around a stage that sleeps long enough to be caught running
+def test_a_second_dvc_repro_in_the_same_checkout_fails_cleanly_and_the_first_finishes(tmp_path):
+    """DVC's locks keep a second `dvc repro` out while one runs: it stops with DVC's one message (the output
+    is busy, or the repo lock is taken), and the first run finishes and writes its lock file whole."""
+    def run(*command: str, **kwargs):
+        return subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, check=False, **kwargs)
+
+    assert run("git", "init", "-q").returncode == 0 and run("dvc", "init", "-q").returncode == 0
+    (tmp_path / "in.txt").write_text("1\n")
+    stage = ("import pathlib, time; pathlib.Path('started').touch(); time.sleep(5); "
+             "pathlib.Path('out.txt').write_text(pathlib.Path('in.txt').read_text())")
+    (tmp_path / "dvc.yaml").write_text(yaml.safe_dump({"stages": {"slow": {
+        "cmd": f'{sys.executable} -c "{stage}"', "deps": ["in.txt"], "outs": ["out.txt"]}}}))
+    first = subprocess.Popen(["dvc", "repro"], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                             text=True)
+    try:
+        for _ in range(300):  # the stage's command has started: the first run holds its locks
+            if (tmp_path / "started").exists() or first.poll() is not None:
+                break
+            subprocess.run(["sleep", "0.1"], check=True)
+        second = run("dvc", "repro")
+    finally:
+        first_out, _ = first.communicate(timeout=120)
+    assert first.returncode == 0, first_out
+    assert second.returncode != 0, second.stdout + second.stderr
+    said = second.stdout + second.stderr
+    assert "Traceback" not in said
+    assert "is busy, it is being blocked by" in said or "Unable to acquire lock" in said, said
+    assert (tmp_path / "out.txt").read_text() == "1\n"
+    lock = yaml.safe_load((tmp_path / "dvc.lock").read_text())
+    assert lock["stages"]["slow"]["outs"][0]["path"] == "out.txt"
+    assert run("dvc", "status", "-q").returncode == 0  # up to date: the first run's lock entry is whole
