@@ -144,6 +144,8 @@ README_FORMS = [  # the README's `dvc exp run` lines, each with what it changes
     (["-S", "launch.num_processes=8", "-S", "launch.config_file=conf/accelerate/fsdp.yaml"],
      {"launch.num_processes": 8, "launch.config_file": "conf/accelerate/fsdp.yaml"}),
     (["-S", "sft_countdown.trainer.learning_rate=5e-4"], {"sft_countdown.trainer.learning_rate": 5e-4}),
+    (["-S", "+sft_countdown.trainer.gradient_accumulation_steps=4"],
+     {"sft_countdown.trainer.gradient_accumulation_steps": 4}),
 ]
 
 
