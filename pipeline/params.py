@@ -2,12 +2,13 @@
 
 `params.yaml` is the single place values live; the dataclasses below only say which keys exist and
 what type each has, so a misspelled or unknown key, a missing key or a wrong type stops a stage with
-an error naming the parameter (`dvc exp run -S` already refuses unknown keys through Hydra's struct
-mode; this catches hand edits). Sections that are handed to a library config (TRL's `SFTConfig`,
+an error naming the parameter (`dvc exp run -S` already refuses a key params.yaml does not hold; this
+catches hand edits). Sections that are handed to a library config (TRL's `SFTConfig`,
 `transformers`' `Qwen2Config`) are plain dicts here: the library's own dataclass validates them.
 
 The file is composed by Hydra from `conf/` (`conf/config.yaml` plus one `conf/profile/*.yaml`);
-`dvc exp run -S profile=paper` swaps the profile. A test keeps the committed `params.yaml` equal to
+`python -m pipeline.compose_params profile=NAME` swaps the profile (DVC's Hydra integration is off:
+`dvc exp run -S` edits this file in place, keeping the profile and edits the user chose). A test keeps the committed `params.yaml` equal to
 the composition of the default profile.
 
 Why a hand-written checker and not Hydra's structured configs (`OmegaConf.structured(Params)`):

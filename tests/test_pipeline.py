@@ -122,7 +122,7 @@ def test_remote_shares_the_results_with_a_fresh_clone(repo, tmp_path):
 def test_exp_run_reruns_only_what_depends_on_the_change(repo):
     run(["git", "add", "-A"], repo)
     run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "--allow-empty", "-qm", "lock"], repo)
-    out = run(["dvc", "exp", "run", "-S", "profile=smoke", "-S", "dpo.beta=0.05"], repo)
+    out = run(["dvc", "exp", "run", "-S", "dpo.beta=0.05"], repo)  # on the smoke params.yaml the fixture chose
     ran = {line.split("'")[1] for line in out.splitlines() if line.startswith("Running stage")}
     assert "dpo@dpo" in ran, out
     downstream = {"dpo@dpo", "generate_instruct@dpo", "judge_instruct@checker-dpo", "judge_instruct_rm@reward_bt-dpo",
