@@ -120,7 +120,7 @@ def weights(out: Path) -> dict[str, torch.Tensor]:
 # Wall-clock measures differ between any two runs. Two counters live outside the trainer state, so a resumed
 # run restarts them (library limitations; every per-step curve is restored): TRL's SFT `num_tokens`, and
 # transformers' end-of-run `train/loss`, the mean training loss, which sums only the resumed steps.
-NOT_REPRODUCIBLE = ("runtime", "samples_per_second", "steps_per_second", "num_tokens", "train/loss")
+NOT_REPRODUCIBLE = ("runtime", "samples_per_second", "steps_per_second", "step_time", "num_tokens", "train/loss")
 
 
 def curves(live: Path) -> dict[str, list[list[str]]]:
