@@ -205,6 +205,12 @@ def train(trainer, name: str, settings: Any, inputs: list[Path | None], live: Pa
     if resume is not None:
         print(f"{name}: resuming from {resume} (step {_step(resume)})")
         trainer.args.eval_on_start = False  # the resumed step was evaluated before the checkpoint was saved
+        if trainer.args.world_size > 1 and trainer.args.device.type == "cpu":
+            # transformers 5 loads the optimizer with map_location=args.device, and several CPU processes have
+            # the device "cpu:0", which torch.load cannot map to: the same device, without the index.
+            import torch
+
+            trainer.args.__dict__["_setup_devices"] = torch.device("cpu")
         for cb in trainer.callback_handler.callbacks:
             if isinstance(cb, DVCLiveCallback):
                 cb.resume = True
