@@ -169,7 +169,8 @@ def test_sigterm_saves_a_checkpoint_and_exits_without_outputs(workspace, tiny_mo
     assert status == 128 + signal.SIGTERM, output
     assert "stopped by SIGTERM" in output and "Traceback" not in output
     assert not (workspace / "out").exists() and not (workspace / "live_out").exists()
-    marked = sorted(checkpoints._step(p.parent) for p in (workspace / "out.checkpoints").glob(f"*/{checkpoints.MARKER}"))
+    marks = (workspace / "out.checkpoints").glob(f"*/{checkpoints.MARKER}")
+    marked = sorted(checkpoints._step(p.parent) for p in marks)
     assert marked, output
     status, output = run(command("sft", workspace, tiny_model, "out"), workspace)
     assert status == 0 and f"(step {marked[-1]})" in output, output
