@@ -123,6 +123,17 @@ class Launch:
 
 
 @dataclasses.dataclass(frozen=True)
+class Checkpoints:
+    """How often training stages save a checkpoint that a rerun resumes from (posttrain/training/checkpoints.py).
+
+    Not a DVC params dependency of any stage: checkpoints do not change what a stage writes, so changing
+    these reruns nothing. A section's own `trainer.save_steps` / `save_total_limit` takes precedence."""
+
+    steps: int  # optimizer steps between two checkpoints: a kill loses at most this much work
+    save_total_limit: int  # checkpoints kept on the way (the newest; with early stopping, the best too)
+
+
+@dataclasses.dataclass(frozen=True)
 class Lora:
     """PEFT LoRA adapters; the trained adapter is merged onto the base its own config records."""
 
@@ -277,6 +288,7 @@ class Params:
     base_model: BaseModel
     hub_models: dict[str, HubModel]  # name -> model copied to models/<name> (stages/pull_model.py)
     launch: Launch
+    checkpoints: Checkpoints
     sft_countdown: Sft
     synthetic: Synthetic
     sft_synthetic: Sft

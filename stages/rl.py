@@ -78,7 +78,8 @@ def main() -> None:
                                    p.instruct.system_prompt)
         reward_funcs = [reward_model_reward(args.reward_model)]
     train(args.method, args.section, section.trainer, args.model, dataset, reward_funcs, args.out, args.live,
-          section.held_out, logged_only=gold(p, section.gold_judge), seed=args.seed)
+          section.held_out, logged_only=gold(p, section.gold_judge), seed=args.seed, saving=p.checkpoints,
+          inputs=[args.reward_model] if args.reward_model else [])
 
 
 def gold(p: params.Params, name: str | None) -> list:

@@ -261,7 +261,8 @@ def test_sft_trains_and_saves(tiny_model, tmp_path):
     write_jsonl(tmp_path / "train.jsonl", rows)
     fields = {"max_steps": 2, "per_device_train_batch_size": 4, "learning_rate": 1e-2, "logging_steps": 1,
               "max_length": 64}
-    sft.train("sft_countdown", fields, tiny_model, tmp_path / "train.jsonl", None, tmp_path / "out", tmp_path / "live")
+    sft.train("sft_countdown", fields, tiny_model, tmp_path / "train.jsonl", None, tmp_path / "out", tmp_path / "live",
+              saving=params.Checkpoints(steps=500, save_total_limit=2))
     before, after = load_file(tiny_model / "model.safetensors"), load_file(tmp_path / "out" / "model.safetensors")
     assert any(not torch.equal(before[k], after[k]) for k in before)
     assert AutoTokenizer.from_pretrained(tmp_path / "out").eos_token == "<|im_end|>"

@@ -47,14 +47,21 @@ def dvclive_callback(directory: Path):
     from transformers.integrations import DVCLiveCallback
 
     class Callback(DVCLiveCallback):
+        resume = False  # set by `checkpoints.train` when the run resumes: DVCLive continues its step count
+
         def setup(self, args, state, model):
             from dvclive import Live
 
             self._initialized = True
             if state.is_world_process_zero and self.live is None:
-                self.live = Live(str(directory), dvcyaml=False, save_dvc_exp=False, report=None)
+                self.live = Live(str(directory), dvcyaml=False, save_dvc_exp=False, report=None, resume=self.resume)
 
     return Callback()
+
+
+def checkpoint_fields(saving) -> dict[str, Any]:
+    """Trainer fields that save a checkpoint every `saving.steps` optimizer steps, keeping `saving.save_total_limit`."""
+    return {"save_strategy": "steps", "save_steps": saving.steps, "save_total_limit": saving.save_total_limit}
 
 
 def lora_config(lora, task_type: str = "CAUSAL_LM"):
