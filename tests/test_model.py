@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import json
 import random
 from math import comb
 from pathlib import Path
@@ -267,3 +268,33 @@ def test_sft_trains_and_saves(tiny_model, tmp_path):
     assert any(not torch.equal(before[k], after[k]) for k in before)
     assert AutoTokenizer.from_pretrained(tmp_path / "out").eos_token == "<|im_end|>"
     assert (tmp_path / "live" / "metrics.json").exists() and not (tmp_path / "out.tmp").exists()
+
+
+def test_a_killed_generation_resumes_after_its_last_batch_with_the_same_rows(tiny_model, tmp_path, monkeypatch):
+    """Issue 14 §1: generation writes its rows as it goes, and a rerun skips the batches already done; the random
+    state journalled after each batch makes the resumed samples those of an uninterrupted run."""
+    from posttrain import journal
+
+    p = _params(n=2, temperature=1.0)
+    p = dataclasses.replace(p, generate=dataclasses.replace(p.generate, batch_size=2))  # 5 prompts: 3 batches
+    whole = generate.generate(tiny_model, "countdown", TASKS, p, "sweep", temperature=1.0)
+    partial = tmp_path / "out.jsonl.partial"
+    commit = journal.Journal.commit
+
+    def killed_after_two(self, rows, rng):
+        if self.batches == 2:
+            raise KeyboardInterrupt  # the kill, after two batches were journalled
+        commit(self, rows, rng)
+
+    monkeypatch.setattr(journal.Journal, "commit", killed_after_two)
+    with pytest.raises(KeyboardInterrupt):
+        generate.generate(tiny_model, "countdown", TASKS, p, "sweep", temperature=1.0, partial=partial)
+    monkeypatch.setattr(journal.Journal, "commit", commit)
+    assert len((partial / "rows.jsonl").read_text().splitlines()) == 2 * 2 * 2  # two batches of 2 prompts x 2
+    with open(partial / "rows.jsonl", "a") as f:
+        f.write('[99, 0, "never counted", 1, 1, "stop"]\n')  # appended, then killed before the state
+    resumed = generate.generate(tiny_model, "countdown", TASKS, p, "sweep", temperature=1.0, partial=partial)
+    assert resumed == whole
+    other = dataclasses.replace(p, seed=1)  # a journal of other settings is never resumed
+    generate.generate(tiny_model, "countdown", TASKS, other, "sweep", temperature=1.0, partial=partial)
+    assert json.loads((partial / "state.json").read_text())["batches"] == 3
