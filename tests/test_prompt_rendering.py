@@ -117,7 +117,7 @@ def generation_prompts(model: Path, task: str, rows: list[dict], p: params.Param
     """(the prompts `generate.generate` hands its backend, the rows it writes from one fake sample each)."""
     seen = []
 
-    def backend(model_dir, prompts, d, batch_size, seed):
+    def backend(model_dir, prompts, d, batch_size, seed, journal=None):
         seen.extend(prompts)
         return iter([(i, 0, "text", 1, 1, "stop") for i in range(len(prompts))])
 
