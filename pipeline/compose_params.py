@@ -22,8 +22,8 @@ from pathlib import Path
 
 import yaml
 
-from posttrain.errors import UserError, run_main
 from pipeline.params import PARAMS_FILE, parse
+from posttrain.errors import UserError, run_main
 
 
 def compose(output: Path, overrides: list[str]) -> None:

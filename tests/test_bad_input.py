@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline import params
+from pipeline import checks, params
 from posttrain.errors import run_main
 from tests.conftest import ROOT, write_hub_split
 
@@ -142,7 +142,7 @@ def test_a_template_with_literal_braces_renders_and_parses():
     from posttrain.prompts import countdown_prompt, countdown_query_pattern, parse_countdown_query
 
     template = 'Reply as {{"answer": ...}}. Numbers {nums}, target {target}.'
-    params.check_template(template, "t")
+    checks.check_template(template, "t")
     query = countdown_prompt(template, [3, 4, 5], 12)
     assert query.startswith('Reply as {"answer": ...}.')
     assert parse_countdown_query(countdown_query_pattern(template), query) == ([3, 4, 5], 12)
@@ -165,8 +165,8 @@ def test_constants_written_out_in_params_match_the_library():
     from posttrain import generation
     from posttrain.countdown import solver
 
-    assert params.MAX_NUMS == solver.MAX_NUMS
-    assert params.BACKENDS == generation.BACKENDS
+    assert checks.MAX_NUMS == solver.MAX_NUMS
+    assert checks.BACKENDS == generation.BACKENDS
 
 
 def test_the_committed_profiles_pass_the_value_checks(tmp_path):
