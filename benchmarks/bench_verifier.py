@@ -4,7 +4,7 @@
 
 Scores a seeded mix of completions (correct, wrong, no tag, long thinking, malformed) on one core and
 compares scores/second with the usual TinyZero scorer's ~41,000/s on this machine; exits with status 1
-if slower. Then times each adversarial input and reports the worst case in ms (limit: 50 ms).
+if slower. Then times each adversarial input and reports the worst case in ms (limit: 5 ms).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from posttrain.countdown.verifier import score
 from posttrain.countdown.solver import make_puzzle, solve
 
 REFERENCE_SCORES_PER_SECOND = 41_000  # the usual eval-based scorer, measured on this machine
-ADVERSARIAL_LIMIT_MS = 50.0
+ADVERSARIAL_LIMIT_MS = 5.0
 SEED = 0
 PUZZLES = 500
 
@@ -32,7 +32,10 @@ ADVERSARIAL = {
     "100k </answer>": "</answer>" * 100_000,
     "1 MB of digits": "<answer>" + "9" * 1_000_000 + "</answer>",
     "10k nested parens": "<answer>" + "(" * 10_000 + "1" + ")" * 10_000 + "</answer>",
+    "4,999 nested parens (at the length cap)": "<answer>" + "(" * 4_999 + "1" + ")" * 4_999 + "</answer>",
     "100 nested parens": "<answer>" + "(" * 100 + "1" + ")" * 100 + "</answer>",
+    "4,999 products (at the length cap)": "<answer>" + "9*" * 4_999 + "9</answer>",
+    "4,999 divisions (at the length cap)": "<answer>" + "9/" * 4_999 + "7</answer>",
     "9 ** 9 ** 9": "<answer>9 ** 9 ** 9</answer>",
     "99 products": "<answer>" + "9*" * 99 + "9</answer>",
     "1 MB without tags": "x" * 1_000_000,

@@ -74,6 +74,8 @@ from stages import dpo, sft
 
 PAPER_PROFILE = Path(__file__).resolve().parent.parent / "conf" / "profile" / "paper.yaml"
 METHODS = ("sft", "dpo", "rloo", "generate", "sft_instruct")  # the one most likely to run out of memory last
+NO_CHECKPOINTS = params.Checkpoints(steps=10**9, save_total_limit=1)  # timed runs save nothing
+
 SECTIONS = {"sft": "sft_countdown", "sft_instruct": "sft_instruct", "dpo": "dpo", "rloo": "rloo_countdown"}
 
 # Qwen/Qwen2.5-0.5B's config.json as published on the hub (huggingface.co/Qwen/Qwen2.5-0.5B, config.json)
@@ -237,7 +239,7 @@ class Check:
         timer, out = StepTimer(), self.workdir / f"{method}_model"
         with mock.patch.object(sft, "dvclive_callback", lambda _live: timer):
             sft.train(SECTIONS[method], fields, self.model_dir, self.workdir / f"{method}.jsonl", None, out,
-                      self.workdir / "live", system_prompt=self.system_prompt)
+                      self.workdir / "live", system_prompt=self.system_prompt, saving=NO_CHECKPOINTS)
         shutil.rmtree(out, ignore_errors=True)
         return {**timer.measure(self.size.warmup, per_step), "unit": "sequence", "flops_per_token": 6}
 
@@ -256,7 +258,7 @@ class Check:
         section = from_yaml(params.Dpo, self.paper["dpo"], lora=None, trainer=fields)
         timer = StepTimer()
         trainer = dpo.build_trainer("dpo", section, self.system_prompt, self.model_dir, self.workdir / "prefs.jsonl",
-                                    None, self.workdir / "dpo_out", None)
+                                    None, self.workdir / "dpo_out", None, NO_CHECKPOINTS)
         trainer.add_callback(timer)
         trainer.train()
         del trainer
@@ -274,7 +276,7 @@ class Check:
         timer, out = StepTimer(), self.workdir / "rloo_model"
         with mock.patch.object(rl, "dvclive_callback", lambda _live: timer):
             rl.train("rloo", SECTIONS["rloo"], fields, self.model_dir, dataset, [countdown_reward], out,
-                     self.workdir / "live", held_out=0)
+                     self.workdir / "live", held_out=0, saving=NO_CHECKPOINTS)
         shutil.rmtree(out, ignore_errors=True)
         flops = 10 if fields["beta"] > 0 else 8
         return {**timer.measure(self.size.rl_warmup, per_step), "unit": "completion", "flops_per_token": flops}

@@ -16,6 +16,13 @@ would run it: that is all `accelerate launch` would start, and it leaves the def
 
 The module's exit status comes back unchanged, so a `UserError` still ends in one line and status 2
 (once per process that hit it) and no traceback from the launcher.
+
+Signals: Ctrl-C (SIGINT) and SIGTERM reach every process. torchrun, which `accelerate launch` runs, sends
+the signal it gets on to each worker (they run in sessions of their own, out of the terminal's reach) and
+kills any still running 30 s later; a training stage then stops (SIGTERM: after saving a checkpoint,
+posttrain/training/checkpoints.py) and the launcher exits 128 + the signal, in one line. The launcher
+also asks Linux for a SIGTERM when its parent dies: `dvc repro` ignores SIGINT while a stage runs and
+dies on SIGTERM without passing it on, which would leave the stage training on as an orphan.
 """
 
 from __future__ import annotations
@@ -93,8 +100,19 @@ def worker_status(err: subprocess.CalledProcessError | Exception) -> int:
     return min(err.failures.values(), key=lambda f: (f.timestamp, f.exitcode < 0)).exitcode
 
 
+def die_with_parent() -> None:
+    """Have Linux send this process SIGTERM when its parent (`dvc repro`) dies; elsewhere, nothing."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM, 0, 0, 0)
+
+
 def launch(module: str, module_args: list[str]) -> None:
     """Run `module` with `module_args` in `params.launch.num_processes` processes through accelerate."""
+    die_with_parent()
     settings = params.load().launch
     check(settings, module)
     if settings.num_processes == 1 and settings.config_file is None:
@@ -106,6 +124,7 @@ def launch(module: str, module_args: list[str]) -> None:
 
     import torch
     from accelerate.commands.launch import launch_command, launch_command_parser
+    from torch.distributed.elastic.multiprocessing import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
 
     os.environ.update(worker_env(settings, torch.cuda.is_available()))
@@ -120,6 +139,9 @@ def launch(module: str, module_args: list[str]) -> None:
             print(f"error: {module}: a process was killed by signal {-status} ({signal.strsignal(-status)})",
                   file=sys.stderr)
         sys.exit(status if status > 0 else 128 - status)
+    except SignalException as err:  # torchrun passed the signal on to the workers and waited for them
+        print(f"error: {module}: stopped by {err.sigval.name}", file=sys.stderr)
+        sys.exit(128 + err.sigval)
 
 
 def main() -> None:

@@ -2,12 +2,13 @@
 
 `params.yaml` is the single place values live; the dataclasses below only say which keys exist and
 what type each has, so a misspelled or unknown key, a missing key or a wrong type stops a stage with
-an error naming the parameter (`dvc exp run -S` already refuses unknown keys through Hydra's struct
-mode; this catches hand edits). Sections that are handed to a library config (TRL's `SFTConfig`,
+an error naming the parameter (`dvc exp run -S` already refuses a key params.yaml does not hold; this
+catches hand edits). Sections that are handed to a library config (TRL's `SFTConfig`,
 `transformers`' `Qwen2Config`) are plain dicts here: the library's own dataclass validates them.
 
 The file is composed by Hydra from `conf/` (`conf/config.yaml` plus one `conf/profile/*.yaml`);
-`dvc exp run -S profile=paper` swaps the profile. A test keeps the committed `params.yaml` equal to
+`python -m pipeline.compose_params profile=NAME` swaps the profile (DVC's Hydra integration is off:
+`dvc exp run -S` edits this file in place, keeping the profile and edits the user chose). A test keeps the committed `params.yaml` equal to
 the composition of the default profile.
 
 Why a hand-written checker and not Hydra's structured configs (`OmegaConf.structured(Params)`):
@@ -20,6 +21,7 @@ keys, naming the parameter) on the frozen dataclasses the stages read.
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from pathlib import Path
@@ -119,6 +121,17 @@ class Launch:
 
 
 @dataclasses.dataclass(frozen=True)
+class Checkpoints:
+    """How often training stages save a checkpoint that a rerun resumes from (posttrain/training/checkpoints.py).
+
+    Not a DVC params dependency of any stage: checkpoints do not change what a stage writes, so changing
+    these reruns nothing. A section's own `trainer.save_steps` / `save_total_limit` takes precedence."""
+
+    steps: int  # optimizer steps between two checkpoints: a kill loses at most this much work
+    save_total_limit: int  # checkpoints kept on the way (the newest; with early stopping, the best too)
+
+
+@dataclasses.dataclass(frozen=True)
 class Lora:
     """PEFT LoRA adapters; the trained adapter is merged onto the base its own config records."""
 
@@ -164,6 +177,9 @@ class Rl:
     """An RLOO or GRPO run: TRL `RLOOConfig`/`GRPOConfig` fields (stages/rl.py names the required ones)."""
 
     held_out: int  # the last prompts of the file, kept out of training: the reward on fixed prompts (0: none)
+    # instruct RL: a judge of `evaluation.judges` scored beside the reward with weight 0 (the gold against the
+    # trained proxy: over-optimisation curves); null: none. An API judge scores the held-out evaluations only.
+    gold_judge: str | None
     trainer: dict[str, Any]
 
 
@@ -252,6 +268,7 @@ class Evaluation:
     reward_judges: list[str]  # reward models as judges, each the folder models/<name> (trained or pulled)
     countdown_models: list[str]  # the models evaluated on Countdown, each the folder models/<name>
     instruct_models: list[str]  # the models evaluated on instructions, each the folder models/<name>
+    seed_models: list[str]  # Countdown models trained again per `train_seeds`, each models/<name>-s<seed>
     text_rows: int  # held-out SmolTalk prompts each model answers for BLEU (perplexity reads all of them)
 
 
@@ -263,11 +280,13 @@ class Score:
 @dataclasses.dataclass(frozen=True)
 class Params:
     seed: int
+    train_seeds: list[int]  # replicates of the Countdown methods beyond the main run (its trainer seeds)
     countdown: Countdown
     instruct: Instruct
     base_model: BaseModel
     hub_models: dict[str, HubModel]  # name -> model copied to models/<name> (stages/pull_model.py)
     launch: Launch
+    checkpoints: Checkpoints
     sft_countdown: Sft
     synthetic: Synthetic
     sft_synthetic: Sft
@@ -342,8 +361,12 @@ def _build(cls: type, data: Any, where: str) -> Any:
 
 
 def parse(data: dict[str, Any]) -> Params:
-    """Validate a params mapping (as read from YAML) into `Params`."""
-    return _build(Params, data, "")
+    """Validate a params mapping (as read from YAML) into `Params`: its keys and types, then its values."""
+    from pipeline.checks import check_values
+
+    p = _build(Params, data, "")
+    check_values(p)
+    return p
 
 
 def section(p: Params, name: str, kind: type, what: str) -> Any:
@@ -354,12 +377,26 @@ def section(p: Params, name: str, kind: type, what: str) -> Any:
     return value
 
 
+class _Yaml12Floats(yaml.SafeLoader):
+    """YAML with `1e-4` read as the float it is in YAML 1.2 (and in OmegaConf, which composes params.yaml).
+
+    PyYAML follows YAML 1.1, where a float needs a dot (`1.0e-4`) and `1e-4` is the string "1e-4": a
+    learning rate written that way by hand would reach TRL as a string. Accepting it is kinder than
+    refusing it.
+    """
+
+
+_Yaml12Floats.add_implicit_resolver(
+    "tag:yaml.org,2002:float", re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"), list("-+0123456789"))
+
+
 def load(path: Path = PARAMS_FILE) -> Params:
     """Read and validate `params.yaml`."""
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.load(path.read_text(), Loader=_Yaml12Floats)  # a SafeLoader: plain data only
     except FileNotFoundError:
         raise UserError(f"{path}: not found; run stages from the repository root") from None
     except yaml.YAMLError as err:
         raise UserError(f"{path}: not valid YAML: {err}") from None
     return parse(data)
+

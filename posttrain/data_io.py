@@ -9,6 +9,7 @@ the libraries' retries.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -81,6 +82,9 @@ def require_model_dir(path: str | Path, parameter: str) -> Path:
     path = Path(path)
     if not path.is_dir():
         raise UserError(f"{path}: no such model folder (from {parameter})")
+    if not (path / "config.json").is_file():  # an empty or half-copied folder: from_pretrained's error is pages
+        found = ", ".join(sorted(p.name for p in path.iterdir())[:8]) or "nothing"
+        raise UserError(f"{path}: not a model folder, no config.json (from {parameter}; found: {found})")
     return path
 
 
@@ -92,7 +96,9 @@ def is_local(source: str) -> bool:
 def hub_or_folder(source: str, parameter: str) -> Path | None:
     """The model folder `source` names (it must exist), or None for a hub id (checked for its form)."""
     if is_local(source):
-        return require_model_dir(source, parameter)
+        if not Path(source).is_dir():  # what the folder holds is checked by the reader (pull: every file it needs)
+            raise UserError(f"{Path(source)}: no such model folder (from {parameter})")
+        return Path(source)
     if not _HUB_ID.fullmatch(source) or ".." in source:
         raise UserError(f"`{parameter}`={source!r}: neither an existing folder nor a hub id (`owner/name`)")
     return None
@@ -121,36 +127,112 @@ def load_rows(source: str, split: str, schema: dict[str, Check], parameter: str,
     import datasets
 
     path = Path(source)
+    logged: list[str] = []
     try:
-        if path.is_file():
-            if path.suffix not in _LOCAL_SUFFIXES:
-                raise UserError(f"{source}: `{parameter}` must be a .jsonl, .json or .parquet file or a folder")
-            if path.suffix == ".jsonl":  # read as written: Arrow's JSON reader would coerce a "5" into 5
-                return read_jsonl(path, schema)
-            rows = datasets.load_dataset(_LOCAL_SUFFIXES[path.suffix], data_files=str(path), split="train")
-            where = str(path)
-        elif is_local(source):
-            if not path.is_dir():
-                raise UserError(f"{source}: no such file or folder (from `{parameter}`)")
-            rows = datasets.load_dataset(source, split=split)
-            where = f"{source} [{split}]"
-        else:
-            require_hub(source, "dataset", parameter, revision)
-            rows = datasets.load_dataset(source, split=split, revision=revision)
-            where = f"{source}@{revision} [{split}]" if revision else f"{source} [{split}]"
+        with _datasets_errors(logged):
+            rows, where = _load(datasets, source, split, parameter, revision, schema)
+            # inside: Arrow decodes a string column's bytes only when the rows are read
+            return rows if where is None else validate(rows, schema, where)
     except UserError:
         raise
-    except (FileNotFoundError, ValueError, datasets.exceptions.DatasetNotFoundError) as err:
-        raise UserError(f"`{parameter}`={source!r}, split {split!r}: cannot load: {err}") from None
-    return validate(rows, schema, where)
+    except ConnectionError as err:  # datasets, offline (HF_HUB_OFFLINE=1) with the dataset not in its cache
+        at = f" --revision {revision}" if revision else ""
+        raise UserError(f"`{parameter}`={source!r}: not in the local hub cache, and the hub is not read "
+                        f"({' '.join(str(err).split())}); run once with the hub reachable, or download it "
+                        f"(`hf download {source} --repo-type dataset{at} --local-dir DIR`) and set "
+                        f"`-S {parameter}=DIR`") from None
+    except (FileNotFoundError, ValueError, StopIteration, datasets.exceptions.DatasetNotFoundError,
+            datasets.exceptions.DatasetGenerationError) as err:
+        raise UserError(f"`{parameter}`={source!r}, split {split!r}: cannot load: "
+                        f"{_load_failure(path, err, logged)}") from None
+
+
+def _load(datasets, source: str, split: str, parameter: str, revision: str | None,
+          schema: dict[str, Check]) -> tuple[Any, str | None]:
+    """(rows, where to name in a row's error); where is None when the rows are validated already."""
+    path = Path(source)
+    if path.is_file():
+        if path.suffix not in _LOCAL_SUFFIXES:
+            raise UserError(f"{source}: `{parameter}` must be a .jsonl, .json or .parquet file or a folder")
+        if path.suffix == ".jsonl":  # read as written: Arrow's JSON reader would coerce a "5" into 5
+            return read_jsonl(path, schema), None
+        return datasets.load_dataset(_LOCAL_SUFFIXES[path.suffix], data_files=str(path), split="train"), str(path)
+    if is_local(source):
+        if not path.is_dir():
+            raise UserError(f"{source}: no such file or folder (from `{parameter}`)")
+        return datasets.load_dataset(source, split=split), f"{source} [{split}]"
+    require_hub(source, "dataset", parameter, revision)
+    rows = datasets.load_dataset(source, split=split, revision=revision)
+    return rows, f"{source}@{revision} [{split}]" if revision else f"{source} [{split}]"
+
+
+@contextlib.contextmanager
+def _datasets_errors(logged: list[str]):
+    """Collect the error lines `datasets` logs while loading instead of printing them.
+
+    Its loaders log the file and row of a bad data file ("Failed to load JSON from file '...' ... in row
+    150") and then raise an error that names neither; the logged line goes into the one-line error instead.
+    Other records (warnings: "Using the latest cached version ...") are printed as before.
+    """
+    import logging
+
+    logger = logging.getLogger("datasets")
+    printers = list(logger.handlers)
+
+    class Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if record.levelno >= logging.ERROR:
+                logged.append(" ".join(record.getMessage().split()))
+            else:
+                for printer in printers:
+                    printer.handle(record)
+
+    collect = Collect()
+    for printer in printers:
+        logger.removeHandler(printer)
+    logger.addHandler(collect)
+    try:
+        yield
+    finally:
+        logger.removeHandler(collect)
+        for printer in printers:
+            logger.addHandler(printer)
+
+
+def _load_failure(path: Path, err: BaseException, logged: list[str]) -> str:
+    """What went wrong loading a dataset, in one line: the file (and row) where `datasets` said, else the error."""
+    if path.is_dir():
+        files = sorted(f for f in path.rglob("*") if f.is_file()
+                       and not any(part.startswith(".") for part in f.relative_to(path).parts))
+        empty = [f for f in files if f.stat().st_size == 0]
+        if empty:
+            return f"{empty[0]} is empty (0 bytes)"
+        if not logged:  # Arrow's decoding error names neither the file nor the row
+            for f in files:
+                if f.suffix in (".jsonl", ".json"):
+                    try:
+                        read_jsonl(f)
+                    except UserError as bad:
+                        return str(bad)
+    if logged:
+        return logged[-1]
+    if isinstance(err, StopIteration):  # datasets' loaders, on a data file that holds no row
+        return "a data file holds no rows"
+    cause = err.__cause__ if isinstance(err.__cause__, Exception) else err
+    return " ".join(str(cause).split())[:300] or type(cause).__name__
 
 
 def read_jsonl(path: str | Path, schema: dict[str, Check] | None = None) -> list[dict[str, Any]]:
     """Read a JSONL file the pipeline wrote (or a user supplied), validating it when a schema is given."""
     rows = []
     try:
-        with open(path, encoding="utf-8") as f:
-            for index, line in enumerate(f):
+        with open(path, "rb") as f:
+            for index, raw in enumerate(f):
+                try:
+                    line = raw.decode("utf-8")
+                except UnicodeDecodeError as err:
+                    raise UserError(f"{path}: row {index}: not UTF-8 text ({err.reason} at byte {err.start} of the "
+                                    "row)") from None
                 if line.strip():
                     try:
                         rows.append(json.loads(line))
@@ -158,6 +240,8 @@ def read_jsonl(path: str | Path, schema: dict[str, Check] | None = None) -> list
                         raise UserError(f"{path}: row {index}: not valid JSON: {err}") from None
     except FileNotFoundError:
         raise UserError(f"{path}: not found") from None
+    except OSError as err:  # a folder, a file without read permission
+        raise UserError(f"{path}: cannot read: {err.strerror}") from None
     return validate(rows, schema, str(path)) if schema is not None else rows
 
 
@@ -195,13 +279,21 @@ def write_text(path: str | Path, text: str) -> None:
 
 
 def _write_atomic(path: Path, write: Callable[[Any], int]) -> int:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    """Write through a temporary file renamed over `path`: a failed write (a full disk, a read-only
+    folder) leaves the previous file as it was and stops the stage with one line naming `path`."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as err:
+        raise UserError(f"{path}: cannot write: {err.strerror} ({err.filename})") from None
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             result = write(f)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         os.unlink(tmp)
+        if isinstance(err, OSError):
+            raise UserError(f"{path}: cannot write: {err.strerror or err}; the previous file is left as it was") \
+                from None
         raise
     return result

@@ -6,7 +6,8 @@ sections). Both backends sample with those settings and nothing else: a model's 
 `generation_config.json` (Qwen2.5-Instruct's top_k 20, repetition_penalty 1.05, temperature 0.7) is
 not applied, so the reference and the policies sample alike; top_k is off. Backends give the same
 rows: `transformers` (CPU or GPU; prompts sorted by length and left-padded in batches, so padding is
-small and every row of a batch decodes together; one seed for the run) and `vllm` (GPU only,
+small and every row of a batch decodes together; one seed for the run, its state journalled after each
+batch so a killed run resumes exactly: `posttrain.journal`) and `vllm` (GPU only,
 imported only when used; each prompt is its own request seeded with `seed` + its index, so a
 prompt's samples do not depend on the others). `auto` takes vLLM when it is installed and a GPU is
 present.
@@ -78,9 +79,10 @@ def generation_config(d, stops: list[int], pad_token_id: int):
                             pad_token_id=pad_token_id)
 
 
-def generate_transformers(model_dir: Path, prompts: list[str], d, batch_size: int,
-                          seed: int) -> Iterator[tuple[int, int, str, int, int, str]]:
-    """Yield (prompt index, sample, text, prompt tokens, completion tokens, finish) in batches."""
+def generate_transformers(model_dir: Path, prompts: list[str], d, batch_size: int, seed: int,
+                          journal=None) -> Iterator[tuple[int, int, str, int, int, str]]:
+    """Yield (prompt index, sample, text, prompt tokens, completion tokens, finish) in batches; with a
+    `journal` (`posttrain.journal`), after its finished batches, from the random state they left."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -97,22 +99,61 @@ def generate_transformers(model_dir: Path, prompts: list[str], d, batch_size: in
     # that replaced too, only the decoding's settings and the library's neutral defaults remain.
     model.generation_config = config
     torch.manual_seed(seed)
-    for start in tqdm(range(0, len(order), batch_size), desc=f"generating {model_dir.name}", unit="batch"):
+    skip = 0
+    if journal is not None:
+        skip = journal.batches
+        yield from (tuple(row) for row in journal.rows)
+        if journal.rng is not None:
+            _set_rng_state(journal.rng)
+    starts = range(0, len(order), batch_size)
+    for start in tqdm(starts[skip:], desc=f"generating {model_dir.name}", unit="batch", initial=skip,
+                      total=len(starts)):
         batch = order[start:start + batch_size]
         enc = tokenizer([prompts[i] for i in batch], return_tensors="pt", padding=True,
                         add_special_tokens=False).to(device)
         with torch.inference_mode():
             out = model.generate(**enc, generation_config=config)
         new = out[:, enc["input_ids"].shape[1]:].tolist()
+        rows = []
         for row, tokens in enumerate(new):
             index = batch[row // d.n]
             ended = next((k for k, t in enumerate(tokens) if t in stops), None)
             kept = tokens if ended is None else tokens[: ended + 1]
             text = tokenizer.decode(kept, skip_special_tokens=True)
-            yield index, row % d.n, text, lengths[index], len(kept), "length" if ended is None else "stop"
+            rows.append((index, row % d.n, text, lengths[index], len(kept), "length" if ended is None else "stop"))
+        if journal is not None:
+            journal.commit([list(r) for r in rows], _rng_state())
+        yield from rows
 
 
-def generate_vllm(model_dir: Path, prompts: list[str], d, seed: int) -> Iterator[tuple[int, int, str, int, int, str]]:
+def _rng_state() -> bytes:
+    """torch's CPU random state and, on a GPU, the current device's: what the next batch samples from."""
+    import io
+
+    import torch
+
+    buffer = io.BytesIO()
+    torch.save({"cpu": torch.get_rng_state(),
+                "cuda": torch.cuda.get_rng_state() if torch.cuda.is_available() else None}, buffer)
+    return buffer.getvalue()
+
+
+def _set_rng_state(state: bytes) -> None:
+    import io
+
+    import torch
+
+    saved = torch.load(io.BytesIO(state), weights_only=True)
+    torch.set_rng_state(saved["cpu"])
+    if saved["cuda"] is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state(saved["cuda"])
+
+
+VLLM_CHUNK = 512  # prompts per vLLM call: the journal's unit (each prompt seeded alone, so chunks change nothing)
+
+
+def generate_vllm(model_dir: Path, prompts: list[str], d, seed: int,
+                  journal=None) -> Iterator[tuple[int, int, str, int, int, str]]:
     """The same rows from vLLM, which schedules its own batches on the GPU."""
     from vllm import LLM, SamplingParams
 
@@ -123,22 +164,40 @@ def generate_vllm(model_dir: Path, prompts: list[str], d, seed: int) -> Iterator
     requests = [SamplingParams(n=d.n, temperature=d.temperature, top_p=d.top_p if d.temperature > 0 else 1.0,
                                top_k=0, repetition_penalty=d.repetition_penalty, max_tokens=d.max_new_tokens,
                                stop_token_ids=stops, seed=seed + index) for index in range(len(prompts))]
-    for index, result in enumerate(llm.generate(prompts, requests)):
-        for sample, completion in enumerate(result.outputs):
-            finish = "stop" if completion.finish_reason == "stop" else "length"
-            yield index, sample, completion.text, len(result.prompt_token_ids), len(completion.token_ids), finish
+    skip = 0
+    if journal is not None:
+        skip = journal.batches
+        yield from (tuple(row) for row in journal.rows)
+    for chunk in range(skip * VLLM_CHUNK, len(prompts), VLLM_CHUNK):
+        rows = []
+        results = llm.generate(prompts[chunk:chunk + VLLM_CHUNK], requests[chunk:chunk + VLLM_CHUNK])
+        for index, result in enumerate(results, start=chunk):
+            for sample, completion in enumerate(result.outputs):
+                finish = "stop" if completion.finish_reason == "stop" else "length"
+                rows.append((index, sample, completion.text, len(result.prompt_token_ids),
+                             len(completion.token_ids), finish))
+        if journal is not None:
+            journal.commit([list(r) for r in rows], None)
+        yield from rows
 
 
 def pick_backend(name: str) -> str:
-    if name not in BACKENDS:
-        raise UserError(f"params: generate.backend must be auto, transformers or vllm, got {name!r}")
-    if name != "auto":
-        return name
+    """The backend `name` asks for; `auto`: vLLM where it is installed and a GPU is present. vLLM asked for
+    but not installed is a `UserError` naming `generate.backend`, before any model is loaded."""
     import importlib.util
+    import sys
 
     import torch
 
-    return "vllm" if torch.cuda.is_available() and importlib.util.find_spec("vllm") else "transformers"
+    if name not in BACKENDS:
+        raise UserError(f"params: generate.backend must be auto, transformers or vllm, got {name!r}")
+    has_vllm = "vllm" in sys.modules or importlib.util.find_spec("vllm") is not None
+    if name == "vllm" and not has_vllm:
+        raise UserError("params: generate.backend is vllm, but vLLM is not installed (pip install -r "
+                        "requirements-gpu.txt, on a GPU machine); set it to auto or transformers")
+    if name != "auto":
+        return name
+    return "vllm" if torch.cuda.is_available() and has_vllm else "transformers"
 
 
 def decoding_settings(d) -> dict[str, Any]:
@@ -147,22 +206,31 @@ def decoding_settings(d) -> dict[str, Any]:
 
 
 def generate(model_dir: Path, task: str, prompt_rows: list[dict], decoding, *, decoding_name: str, backend: str,
-             batch_size: int, seed: int, prompt_template: str, system_prompt: str) -> list[dict]:
+             batch_size: int, seed: int, prompt_template: str, system_prompt: str,
+             partial: Path | None = None) -> list[dict]:
     """All samples of `decoding` for all prompts, as `schemas.GENERATION` rows sorted by (prompt_id, sample).
 
-    Each row also carries the decoding's settings, `decoding_name` and the backend that sampled it.
+    Each row also carries the decoding's settings, `decoding_name` and the backend that sampled it. With
+    `partial` (a folder), finished batches are journalled there and a rerun resumes after them
+    (`posttrain.journal`); the caller removes it (`Journal.remove`) once the rows are saved.
     """
     d = decoding
     if d.temperature == 0 and d.n != 1:
         raise UserError(f"params: generate.{decoding_name}: greedy decoding (temperature 0) gives one sample, "
                         "n must be 1")
+    backend = pick_backend(backend)
     prompts = render_prompts(task, prompt_rows, load_chat_tokenizer(model_dir), prompt_template=prompt_template,
                              system_prompt=system_prompt, chat_template=d.chat_template)
-    backend = pick_backend(backend)
+    journal = None
+    if partial is not None:
+        from posttrain.journal import Journal
+
+        journal = Journal(partial, {"prompts": prompts, "decoding": decoding_settings(d), "seed": seed,
+                                    "batch_size": batch_size, "backend": backend}, [model_dir])
     if backend == "vllm":
-        samples = generate_vllm(model_dir, prompts, d, seed)
+        samples = generate_vllm(model_dir, prompts, d, seed, journal)
     else:
-        samples = generate_transformers(model_dir, prompts, d, batch_size, seed)
+        samples = generate_transformers(model_dir, prompts, d, batch_size, seed, journal)
     settings = {**decoding_settings(d), "decoding": decoding_name, "backend": backend, "model": model_dir.name}
     rows = [
         {"prompt_id": index, "sample": sample, "text": text, "prompt_tokens": n_prompt,

@@ -188,8 +188,13 @@ def load_causal_lm(source: str, revision: str | None, parameter: str):
         require_hub(source, "model", parameter, revision)
     path = str(local) if local else source
     at = {"revision": revision} if local is None and revision else {}  # a local copy is what it is
-    model = AutoModelForCausalLM.from_pretrained(path, **at)
-    tokenizer = AutoTokenizer.from_pretrained(path, **at)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(path, **at)
+        tokenizer = AutoTokenizer.from_pretrained(path, **at)
+    except OSError as err:  # transformers' word for a repo, revision or file it cannot find (offline: not cached)
+        at_revision = f" at revision {revision!r}" if revision else ""
+        raise UserError(f"`{parameter}`={source!r}: cannot load the model{at_revision}: "
+                        f"{' '.join(str(err).split())[:300]}") from None
     # transformers reads the commit off the hub cache's snapshots/<commit>/ path it loaded from
     record = source_record(source, revision, getattr(model.config, "_commit_hash", None), local)
     return model, tokenizer, record

@@ -14,6 +14,7 @@ tokenizer as `processing_class`, so they render the same string.
 from __future__ import annotations
 
 import re
+import string
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -36,12 +37,9 @@ def countdown_prompt(template: str, nums: Sequence[int], target: int) -> str:
 
 def countdown_query_pattern(template: str) -> re.Pattern[str]:
     """A pattern that finds `nums` and `target` in a prompt written from `template`."""
-    parts = re.split(r"(\{nums\}|\{target\})", template)
-    regex = "".join(
-        r"(?P<nums>\[[0-9, ]*\])" if part == "{nums}" else r"(?P<target>[0-9]+)" if part == "{target}" else re.escape(part)
-        for part in parts
-    )
-    return re.compile(regex)
+    # str.format's own parser: literal text with `{{` already read as `{`, then the field it fills.
+    fields = {"nums": r"(?P<nums>\[[0-9, ]*\])", "target": r"(?P<target>[0-9]+)", None: ""}
+    return re.compile("".join(re.escape(text) + fields[name] for text, name, _, _ in string.Formatter().parse(template)))
 
 
 def parse_countdown_query(pattern: re.Pattern[str], query: str) -> tuple[list[int], int] | None:

@@ -21,12 +21,14 @@ this stage, whose judged answers come out the same (seeded), so no judge reruns.
 from __future__ import annotations
 
 import argparse
+import shutil
 from pathlib import Path
 
 from pipeline import params
 from posttrain import generation
 from posttrain.data_io import read_jsonl, require_model_dir, write_jsonl, write_metrics
 from posttrain.errors import run_main
+from posttrain.journal import partial_dir
 from posttrain.evaluation import text_metrics as eval_instruct
 from posttrain.schemas import GENERATION, REFERENCE_ANSWER, TEXT_METRICS
 
@@ -49,10 +51,11 @@ def main() -> None:
     settings = {"decoding_name": "instruct", "backend": p.generate.backend, "batch_size": p.generate.batch_size,
                 "seed": p.seed, "prompt_template": p.countdown.prompt_template,
                 "system_prompt": p.instruct.system_prompt}
-    answers = generation.generate(args.model, "instruct", prompt_rows, p.generate.instruct, **settings)
-    write_jsonl(args.out, answers, GENERATION)
-    answers = generation.generate(args.model, "instruct", reference_rows, p.generate.instruct, **settings)
-    write_jsonl(args.reference_answers, answers, GENERATION)
+    for rows, out in ((prompt_rows, args.out), (reference_rows, args.reference_answers)):  # each resumable
+        answers = generation.generate(args.model, "instruct", rows, p.generate.instruct, **settings,
+                                      partial=partial_dir(out))
+        write_jsonl(out, answers, GENERATION)
+        shutil.rmtree(partial_dir(out), ignore_errors=True)
     result = eval_instruct.text_metrics(references, answers, args.model, p.instruct.system_prompt, args.references,
                                         args.reference_answers)
     write_metrics(args.text_metrics, result, TEXT_METRICS)

@@ -21,7 +21,7 @@ adds up, e.g. `[sigmoid, sft]` for DPO with an SFT term on the chosen answers) c
 `<section>`, the other `DPOConfig` fields from `<section>.trainer`; with `<section>.lora` set, a LoRA
 adapter is trained and merged onto the model it was trained from. Loss, reward margins and
 accuracies go to DVCLive under `--live`, on the training pairs and, with `--eval`, on the held-out
-ones (each epoch unless the trainer section sets `eval_strategy`).
+ones (each epoch unless the trainer section sets `eval_strategy`). Resumable: posttrain/training/checkpoints.py.
 
 Where this departs from the paper: nowhere with `loss_type: sigmoid` (log-probabilities are summed
 over the answer's tokens, as published); pairs longer than `trainer.max_length` tokens are cut at
@@ -31,7 +31,6 @@ the end, and TRL drops a pair whose prompt alone fills it.
 from __future__ import annotations
 
 import argparse
-import tempfile
 from pathlib import Path
 
 from pipeline import params
@@ -39,7 +38,8 @@ from posttrain.data_io import read_jsonl, require_model_dir
 from posttrain.errors import UserError, run_main
 from posttrain.prompts import chat_messages, load_chat_tokenizer
 from posttrain.schemas import ULTRAFEEDBACK
-from posttrain.training.config import dvclive_callback, lora_config, save_trained, trainer_args
+from posttrain.training import checkpoints
+from posttrain.training.config import checkpoint_fields, dvclive_callback, lora_config, save_trained, trainer_args
 
 EOS = "<|im_end|>"
 PREFERENCE = {field: ULTRAFEEDBACK[field] for field in ("prompt", "chosen", "rejected")}
@@ -74,7 +74,7 @@ def load_preferences(path: Path, system_prompt: str):
     return Dataset.from_list(examples)
 
 
-def dpo_args(section: str, dpo: params.Dpo, output_dir: Path, has_eval: bool):
+def dpo_args(section: str, dpo: params.Dpo, output_dir: Path, has_eval: bool, saving: params.Checkpoints):
     """TRL's `DPOConfig`: `beta` and `loss_type` from the section, the rest from its `trainer` fields."""
     from trl import DPOConfig
 
@@ -87,16 +87,16 @@ def dpo_args(section: str, dpo: params.Dpo, output_dir: Path, has_eval: bool):
         raise UserError(f"params: `{section}.loss_type` must be one of {', '.join(LOSS_TYPES)} or a list of them, "
                         f"got {dpo.loss_type!r}")
     eval_fields = {"eval_strategy": "epoch"} if has_eval else {}
-    return trainer_args(DPOConfig, {**eval_fields, **dpo.trainer}, f"{section}.trainer", output_dir,
-                        beta=dpo.beta, loss_type=loss_types, save_strategy="no")
+    return trainer_args(DPOConfig, {**eval_fields, **checkpoint_fields(saving), **dpo.trainer}, f"{section}.trainer",
+                        output_dir, beta=dpo.beta, loss_type=loss_types)
 
 
 def build_trainer(section: str, dpo: params.Dpo, system_prompt: str, model_dir: Path, train_path: Path,
-                  eval_path: Path | None, output_dir: Path, live: Path | None):
+                  eval_path: Path | None, output_dir: Path, live: Path | None, saving: params.Checkpoints):
     """A `DPOTrainer` whose policy and reference both start from `model_dir`."""
     from trl import DPOTrainer
 
-    args = dpo_args(section, dpo, output_dir, eval_path is not None)
+    args = dpo_args(section, dpo, output_dir, eval_path is not None, saving)
     train_dataset = load_preferences(train_path, system_prompt)
     eval_dataset = load_preferences(eval_path, system_prompt) if eval_path else None
     tokenizer = load_chat_tokenizer(model_dir)
@@ -119,14 +119,15 @@ def build_trainer(section: str, dpo: params.Dpo, system_prompt: str, model_dir: 
 
 
 def train(section: str, dpo: params.Dpo, system_prompt: str, model_dir: Path, train_path: Path,
-          eval_path: Path | None, out: Path, live: Path | None) -> None:
+          eval_path: Path | None, out: Path, live: Path | None, saving: params.Checkpoints) -> None:
     """Train the model in `model_dir` on the pairs in `train_path` and save model and tokenizer to `out`."""
-    with tempfile.TemporaryDirectory() as workdir:
-        trainer = build_trainer(section, dpo, system_prompt, model_dir, train_path, eval_path, Path(workdir), live)
-        trainer.train()
-        tokenizer = trainer.processing_class
-        trainer.model.generation_config.eos_token_id = tokenizer.convert_tokens_to_ids(EOS)
-        save_trained(trainer, tokenizer, out)
+    trainer = build_trainer(section, dpo, system_prompt, model_dir, train_path, eval_path,
+                            checkpoints.checkpoint_dir(out), live, saving)
+    checkpoints.train(trainer, section, [dpo.lora, system_prompt], [model_dir, train_path, eval_path], live)
+    tokenizer = trainer.processing_class
+    trainer.model.generation_config.eos_token_id = tokenizer.convert_tokens_to_ids(EOS)
+    save_trained(trainer, tokenizer, out)
+    checkpoints.remove(trainer)
 
 
 def main() -> None:
@@ -141,7 +142,8 @@ def main() -> None:
     require_model_dir(args.model, "--model")
     p = params.load()
     section = params.section(p, args.section, params.Dpo, "a DPO")
-    train(args.section, section, p.instruct.system_prompt, args.model, args.train, args.eval, args.out, args.live)
+    train(args.section, section, p.instruct.system_prompt, args.model, args.train, args.eval, args.out, args.live,
+          p.checkpoints)
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ generation defaults).
 from __future__ import annotations
 
 import argparse
+import shutil
 from dataclasses import fields
 from pathlib import Path
 
@@ -23,6 +24,7 @@ from pipeline import params
 from posttrain import generation
 from posttrain.data_io import require_model_dir, write_jsonl
 from posttrain.errors import UserError, run_main
+from posttrain.journal import partial_dir
 from posttrain.schemas import GENERATION
 
 DECODINGS = [f.name for f in fields(params.Generate) if f.type in ("Decoding", "Sweep")]  # generate.<name>
@@ -40,12 +42,13 @@ def decoding_of(p: params.Params, decoding: str, temperature: float | None) -> p
 
 
 def generate(model_dir: Path, task: str, prompt_rows: list[dict], p: params.Params, decoding: str,
-             temperature: float | None = None) -> list[dict]:
+             temperature: float | None = None, partial: Path | None = None) -> list[dict]:
     """All samples for all prompts with the params' `generate.<decoding>`, as rows sorted by (prompt_id, sample)."""
     d = decoding_of(p, decoding, temperature)
     return generation.generate(model_dir, task, prompt_rows, d, decoding_name=decoding, backend=p.generate.backend,
                                batch_size=p.generate.batch_size, seed=p.seed,
-                               prompt_template=p.countdown.prompt_template, system_prompt=p.instruct.system_prompt)
+                               prompt_template=p.countdown.prompt_template, system_prompt=p.instruct.system_prompt,
+                               partial=partial)
 
 
 def main() -> None:
@@ -61,7 +64,10 @@ def main() -> None:
     require_model_dir(args.model, "--model")
     p = params.load()
     prompts = generation.read_prompts(args.prompts, args.task)[:args.limit]
-    write_jsonl(args.out, generate(args.model, args.task, prompts, p, args.decoding, args.temperature), GENERATION)
+    partial = partial_dir(args.out)  # a killed run resumes after its last finished batch
+    rows = generate(args.model, args.task, prompts, p, args.decoding, args.temperature, partial)
+    write_jsonl(args.out, rows, GENERATION)
+    shutil.rmtree(partial, ignore_errors=True)
 
 
 if __name__ == "__main__":

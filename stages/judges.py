@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline import params
+from pipeline.judge_params import judge_settings
 from posttrain import schemas
 from posttrain.data_io import read_jsonl, write_json, write_jsonl
 from posttrain.errors import UserError, run_main
@@ -32,24 +33,6 @@ from posttrain.evaluation import win_rate
 from posttrain.judges import JUDGES, judge_generations, make_judge
 
 WIN_ARGS = ("win_rate_out", "reference_judged", "reference_generations", "outcomes_out")
-
-
-def judge_from_params(name: str, overrides: dict[str, Any]) -> tuple[str, dict[str, Any]]:
-    """The kind and settings of `evaluation.judges.<name>` in params.yaml (command-line options override)."""
-    judges = params.load().evaluation.judges
-    if name not in judges:
-        raise UserError(f"params: no judge `evaluation.judges.{name}` (known: {', '.join(judges)})")
-    spec = dict(judges[name])
-    kind = spec.pop("kind", None)
-    if kind not in JUDGES:
-        raise UserError(f"params: `evaluation.judges.{name}.kind` must be one of {', '.join(JUDGES)}, got {kind!r}")
-    if kind == "reward_model":  # its folder must be a dependency of the judge stages, which dvc.yaml gives only there
-        raise UserError(f"params: `evaluation.judges.{name}` is a reward model: list it in "
-                        "`evaluation.reward_judges` (it is then read from models/<name>)")
-    spec = {**spec, **overrides}
-    if "cache" in spec:
-        spec["cache"] = Path(spec["cache"])
-    return kind, spec
 
 
 def write_win_rate(args: argparse.Namespace) -> None:
@@ -97,7 +80,7 @@ def main() -> None:
     settings = {k: v for k, v in vars(args).items()
                 if v is not None and k not in ("judge", "from_params", "prompts", "generations", "out", *WIN_ARGS)}
     if args.from_params:
-        args.judge, settings = judge_from_params(args.from_params, settings)
+        args.judge, settings = judge_settings(params.load(), args.from_params, settings)
     if args.judge == "nemotron" and not all(settings.get(k) is not None for k in ("model", "base_url", "cache")):
         raise UserError("--judge nemotron needs --model, --base-url and --cache (the cache is what lets a "
                         "rerun skip the pairs already paid for)")

@@ -26,7 +26,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from pipeline import params
-from posttrain.countdown.puzzles import generate_tasks, key, solved_completion, verified_warmstart
+from posttrain.countdown.puzzles import check_puzzles, generate_tasks, key, solved_completion, verified_warmstart
 from posttrain.data_io import load_rows, write_json, write_jsonl
 from posttrain.errors import UserError, run_main
 from posttrain.prompts import countdown_prompt
@@ -49,18 +49,27 @@ def prepare(cfg: params.Countdown, seed: int) -> tuple[dict[str, list[dict]], di
     if len(tasks) < max(train_stop, eval_stop):
         raise UserError(f"{cfg.tasks_source}: {len(tasks)} rows, fewer than train_rows/eval_rows ask for")
 
-    held_out_pool = tasks[eval_start:eval_stop]
-    if cfg.n_eval > len(held_out_pool):
-        raise UserError(f"countdown.n_eval={cfg.n_eval} is more than the {len(held_out_pool)} rows of eval_rows")
-    held_out = {key(row) for row in held_out_pool}
-    unique_eval = list({key(row): row for row in held_out_pool}.values())
-    eval_rows = random.Random(seed).sample(unique_eval, min(cfg.n_eval, len(unique_eval)))
-    train = [row for row in tasks[train_start:train_stop] if key(row) not in held_out]
+    where = {"generator": "countdown.generator"}.get(cfg.tasks_source) or (
+        cfg.tasks_source if Path(cfg.tasks_source).is_file() else f"{cfg.tasks_source} [{cfg.tasks_split}]")
+    check_puzzles([(i, tasks[i]) for i in [*range(train_start, train_stop), *range(eval_start, eval_stop)]], where,
+                  solvable=False)
+    held_out = {key(row) for row in tasks[eval_start:eval_stop]}
+    unique_eval = list({key(tasks[i]): i for i in range(eval_start, eval_stop)}.values())  # one row per puzzle
+    if len(unique_eval) < cfg.n_eval:
+        raise UserError(f"{where}: eval_rows {cfg.eval_rows} hold {len(unique_eval)} distinct puzzles (the other "
+                        f"{eval_stop - eval_start - len(unique_eval)} repeat them), fewer than countdown.n_eval="
+                        f"{cfg.n_eval}")
+    sampled = random.Random(seed).sample(unique_eval, cfg.n_eval)
+    check_puzzles([(i, tasks[i]) for i in sampled], where, solvable=True)  # a score on an unsolvable one means nothing
+    eval_rows = [tasks[i] for i in sampled]
+    train_index = [i for i in range(train_start, train_stop) if key(tasks[i]) not in held_out]
+    train = [tasks[i] for i in train_index]
 
     if cfg.warmstart_source == "generator":
         n_train, n_test = cfg.warmstart_train or 0, cfg.warmstart_test or 0
         if n_train + n_test > len(train):
             raise UserError(f"countdown.warmstart_train + warmstart_test exceed the {len(train)} training puzzles")
+        check_puzzles([(i, tasks[i]) for i in train_index[:n_train + n_test]], where, solvable=True)
         splits = {
             name: [
                 {"query": countdown_prompt(cfg.prompt_template, r["nums"], r["target"]),

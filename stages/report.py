@@ -26,15 +26,18 @@ from posttrain import schemas
 from posttrain.errors import run_main
 from posttrain.report import tables
 from posttrain.report.files import write_report
-from posttrain.report.inputs import held_out_reward_rows, read_folder, read_outcomes
+from posttrain.report.inputs import held_out_reward_rows, overoptimisation_curves, read_folder, read_outcomes
 
 
 def build(metrics: Path, outcomes_countdown: Path, outcomes_instruct: Path, out: Path, p: params.Params) -> None:
     """Read everything, then write the report's files under `out` (a fresh folder)."""
     e = p.evaluation
-    countdown = read_folder(metrics / "countdown", schemas.COUNTDOWN_METRICS)
-    correct = {m: read_outcomes(outcomes_countdown / f"{m}.jsonl") for m in countdown}
+    scored = read_folder(metrics / "countdown", schemas.COUNTDOWN_METRICS)
+    correct = {m: read_outcomes(outcomes_countdown / f"{m}.jsonl") for m in scored}
+    replicates = {f"{m}-s{s}" for m in e.seed_models for s in p.train_seeds}  # their own table
+    countdown = {m: v for m, v in scored.items() if m not in replicates}
     cd_rows = tables.countdown_rows(countdown, correct, e.countdown_models)
+    seed_rows = tables.seed_rows(scored, correct, e.seed_models, p.train_seeds)
     pool_keys = schemas.POOL_METRICS + [key for k in p.score.best_of for key in schemas.pool_keys(k)]
     bo_rows = tables.best_of_n_rows(read_folder(metrics / "countdown" / "sweep", pool_keys), p.score.best_of)
     text = read_folder(metrics / "instruct_text", schemas.TEXT_METRICS)
@@ -47,7 +50,7 @@ def build(metrics: Path, outcomes_countdown: Path, outcomes_instruct: Path, out:
         instruct[judge] = tables.instruct_rows(by_model, text, outcome, e.instruct_models)
     rm_rows = tables.reward_model_rows(read_folder(metrics / "reward_model", schemas.REWARD_MODEL_METRICS))
     write_report(out, e.reference, cd_rows, bo_rows, instruct, rm_rows, held_out_reward_rows(metrics / "train"),
-                 metrics / "train")
+                 metrics / "train", overoptimisation_curves(metrics / "train"), seed_rows)
 
 
 def main() -> None:

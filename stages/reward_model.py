@@ -27,14 +27,14 @@ pull_model stage) needs no training.
 Departures from 001: its regression target's scaling is not published (here [0, 1]); its "Siamese"
 loop is replaced by TRL's trainer, the same loss, which also turns dropout off (`disable_dropout`)
 so that chosen and rejected are scored by the same network; the pointwise run keeps the encoder's.
-Texts over `max_length` tokens are cut at the right end, in training and scoring alike.
+Texts over `max_length` tokens are cut at the right end, in training and scoring alike. Checkpoints go
+to `<out>.checkpoints` every `checkpoints.steps`; a rerun resumes there (posttrain/training/checkpoints.py).
 """
 
 from __future__ import annotations
 
 import argparse
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -42,11 +42,12 @@ from pipeline import params
 from posttrain.data_io import read_jsonl, require_model_dir, write_metrics
 from posttrain.errors import UserError, run_main
 from posttrain.schemas import REWARD_MODEL_METRICS, ULTRAFEEDBACK
+from posttrain.training import checkpoints
 from posttrain.training.reward_model import KINDS, build_encoder, evaluate, make_trainer
 
 
 def train(kind: str, section: str, cfg: params.RewardModel, model_dir: Path, train_path: Path, test_path: Path,
-          out: Path, metrics: Path, live: Path | None, seed: int) -> dict[str, Any]:
+          out: Path, metrics: Path, live: Path | None, seed: int, saving: params.Checkpoints) -> dict[str, Any]:
     """Train a reward model of `kind`, save model and tokenizer to `out`, write its test metrics to `metrics`."""
     if kind not in KINDS:
         raise UserError(f"--kind {kind}: must be one of {', '.join(KINDS)}")
@@ -57,17 +58,18 @@ def train(kind: str, section: str, cfg: params.RewardModel, model_dir: Path, tra
     if not train_rows or not test_rows:
         raise UserError(f"{train_path if not train_rows else test_path}: no preference pairs")
     model, tokenizer = build_encoder(cfg, section, model_dir, seed)
-    with tempfile.TemporaryDirectory() as workdir:
-        trainer = make_trainer(kind, section, cfg, model, tokenizer, train_rows, test_rows, Path(workdir), live)
-        trainer.train()
-        tmp = out.with_name(out.name + ".tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        trainer.save_model(str(tmp))
-        tokenizer.save_pretrained(tmp)
+    trainer = make_trainer(kind, section, cfg, model, tokenizer, train_rows, test_rows, checkpoints.checkpoint_dir(out),
+                           live, saving)
+    checkpoints.train(trainer, section, [kind, cfg, seed], [model_dir, train_path, test_path], live)
+    tmp = out.with_name(out.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    trainer.save_model(str(tmp))
+    tokenizer.save_pretrained(tmp)
     result = evaluate(tmp, test_rows, trainer.args.per_device_eval_batch_size)
     shutil.rmtree(out, ignore_errors=True)
     tmp.rename(out)
     write_metrics(metrics, result, REWARD_MODEL_METRICS)
+    checkpoints.remove(trainer)
     return result
 
 
@@ -85,7 +87,7 @@ def main() -> None:
     p = params.load()
     section = params.section(p, args.section, params.RewardModel, "a reward-model")
     result = train(args.kind, args.section, section, args.model, args.train, args.test, args.out, args.metrics,
-                   args.live, p.seed)
+                   args.live, p.seed, p.checkpoints)
     print(f"{args.section}: pairwise accuracy {result['pairwise_accuracy']:.3f} on {result['n']} pairs -> {args.out}")
 
 

@@ -12,7 +12,8 @@ instruction prompts are the system prompt and the user turn, through the chat te
 `<section>.held_out` prompts, the last of the file, are kept out of training: TRL samples them with
 the training settings at the steps `trainer.eval_strategy` names (`eval_on_start` for step 0), so the
 `eval/reward` curve follows one fixed prompt set, free of the batch-to-batch spread of puzzle
-difficulty that hides a small rise in the training batches' reward.
+difficulty that hides a small rise in the training batches' reward. With `<section>.gold_judge` (instruct
+RL), that judge scores the same samples with weight 0: proxy and gold curves against the KL.
 
 The trainer's fields come from `<section>.trainer` in params.yaml and TRL validates them. Group size
 (`num_generations`), `beta`, `learning_rate`, `temperature` and the length cap `max_completion_length`
@@ -37,13 +38,16 @@ Where this departs from the published algorithms:
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 from pipeline import params
+from pipeline.judge_params import judge_settings
 from posttrain.data_io import read_jsonl, require_model_dir
 from posttrain.errors import UserError, run_main
 from posttrain.schemas import COUNTDOWN_TASK, INSTRUCT_PROMPT
-from posttrain.training.rewards import countdown_reward, reward_model_reward
+from posttrain.judges import KEY_VARIABLE, make_judge
+from posttrain.training.rewards import countdown_reward, judge_reward, reward_model_reward
 from posttrain.training.rl import METHODS, countdown_dataset, instruct_dataset, train
 
 
@@ -57,6 +61,7 @@ def main() -> None:
     parser.add_argument("--reward-model", type=Path, help="instruct: the sequence-classification reward model")
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--live", type=Path, help="DVCLive folder for the training curves")
+    parser.add_argument("--seed", type=int, help="replaces the section's trainer seed: a replicate of the run")
     args = parser.parse_args()
     require_model_dir(args.model, "--model")
     p = params.load()
@@ -64,6 +69,8 @@ def main() -> None:
     if args.task == "countdown":
         dataset = countdown_dataset(read_jsonl(args.prompts, COUNTDOWN_TASK), p.countdown.prompt_template)
         reward_funcs = [countdown_reward]
+        if section.gold_judge is not None:  # the verifier is the gold: there is no proxy to check it against
+            raise UserError(f"params: `{args.section}.gold_judge` is for instruction RL; Countdown's reward is exact")
     else:
         if args.reward_model is None:
             raise UserError("--task instruct needs --reward-model")
@@ -71,7 +78,19 @@ def main() -> None:
                                    p.instruct.system_prompt)
         reward_funcs = [reward_model_reward(args.reward_model)]
     train(args.method, args.section, section.trainer, args.model, dataset, reward_funcs, args.out, args.live,
-          section.held_out)
+          section.held_out, logged_only=gold(p, section.gold_judge), seed=args.seed, saving=p.checkpoints,
+          inputs=[args.reward_model] if args.reward_model else [])
+
+
+def gold(p: params.Params, name: str | None) -> list:
+    """The gold judge's reward function (weight 0), or none: none named, or an API judge without its key."""
+    if name is None:
+        return []
+    kind, settings = judge_settings(p, name)
+    if kind == "nemotron" and not os.environ.get(KEY_VARIABLE):
+        print(f"gold judge {name}: {KEY_VARIABLE} is not set; no gold curve")
+        return []
+    return [judge_reward(make_judge(kind, **settings), name, eval_only=kind != "checker")]
 
 
 if __name__ == "__main__":

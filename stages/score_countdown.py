@@ -22,7 +22,7 @@ from pipeline import params
 from posttrain import schemas
 from posttrain.data_io import read_jsonl, write_json, write_jsonl
 from posttrain.errors import UserError, run_main
-from posttrain.evaluation.countdown import greedy_metrics, greedy_outcomes, pool_metrics, score_rows
+from posttrain.evaluation.countdown import check_coverage, greedy_metrics, greedy_outcomes, pool_metrics, score_rows
 
 
 def main() -> None:
@@ -46,12 +46,14 @@ def main() -> None:
     scored: list[dict] = []
     if args.greedy:
         greedy = score_rows(tasks, read_jsonl(args.greedy, schemas.GENERATION), args.greedy)
-        result.update(greedy_metrics(greedy, p.seed))
+        check_coverage(greedy, len(tasks), args.greedy, one_per_puzzle=True)
+        result.update(greedy_metrics(greedy))
         keys += schemas.COUNTDOWN_METRICS
         scored += greedy
     if args.sample:
         pool = score_rows(tasks, read_jsonl(args.sample, schemas.GENERATION), args.sample)
-        result.update(pool_metrics(pool, p.score.best_of, len(tasks), p.seed))
+        check_coverage(pool, len(tasks), args.sample, one_per_puzzle=False)
+        result.update(pool_metrics(pool, p.score.best_of, len(tasks)))
         keys += schemas.POOL_METRICS + [key for k in p.score.best_of for key in schemas.pool_keys(k)]
         scored += pool
     problem = schemas.check_metrics(result, keys, str(args.metrics))

@@ -11,18 +11,18 @@ empty system prompt gives 003's single-turn format). `<|im_end|>` is the eos: TR
 completion, so the model learns to stop where generation stops. The trainer's fields come from
 `<section>.trainer` in params.yaml; curves go to DVCLive under `--live`.
 
-Options of the section: `lora` trains PEFT adapters, saved under `<out>/adapter` and merged onto the
-base the adapter records into `<out>`; `early_stopping_patience` stops after that many evaluations
-without a lower `eval_loss` and keeps the best checkpoint (checkpoints go to `<out>.checkpoints`, one
-folder every process sees, removed at the end); `length_penalty` adds 002's penalty, reaching the
-weights through a REINFORCE term (posttrain/training/length_penalty.py says how).
+Options of the section: `lora` trains PEFT adapters (`<out>/adapter`, merged into `<out>`);
+`early_stopping_patience` stops after that many evaluations without a lower `eval_loss` and keeps the
+best checkpoint; `length_penalty` adds 002's penalty through a REINFORCE term
+(posttrain/training/length_penalty.py). `--seed` replaces `trainer.seed`. Checkpoints go to
+`<out>.checkpoints` every `checkpoints.steps` (with early stopping: at each evaluation) and a rerun
+resumes from the newest (posttrain/training/checkpoints.py); they are removed once `<out>` is saved.
 """
 
 from __future__ import annotations
 
 import argparse
 import functools
-import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -30,7 +30,8 @@ from pipeline import params
 from posttrain.data_io import read_jsonl, require_model_dir
 from posttrain.errors import UserError, run_main
 from posttrain.prompts import chat_messages, load_chat_tokenizer
-from posttrain.training.config import dvclive_callback, lora_config, save_trained, trainer_args
+from posttrain.training import checkpoints
+from posttrain.training.config import checkpoint_fields, dvclive_callback, lora_config, save_trained, trainer_args
 
 if TYPE_CHECKING:
     from transformers import TrainerState
@@ -74,8 +75,8 @@ def load_examples(path: Path, system_prompt: str):
 
 def train(section: str, fields: dict, model_dir: Path, train_path: Path, eval_path: Path | None, out: Path,
           live: Path | None, *, system_prompt: str = "", lora: params.Lora | None = None,
-          early_stopping_patience: int | None = None,
-          length_penalty: params.LengthPenalty | None = None) -> TrainerState:
+          early_stopping_patience: int | None = None, length_penalty: params.LengthPenalty | None = None,
+          saving: params.Checkpoints) -> TrainerState:
     """Fine-tune the model in `model_dir`, save model and tokenizer to `out`; the trainer's final state."""
     import torch
     from transformers import AutoModelForCausalLM, EarlyStoppingCallback
@@ -84,15 +85,12 @@ def train(section: str, fields: dict, model_dir: Path, train_path: Path, eval_pa
     if early_stopping_patience is not None and eval_path is None:
         raise UserError(f"params: `{section}.early_stopping_patience` needs a validation set: pass --eval, "
                         "or set it to null")
-    defaults = {"eval_strategy": "epoch"} if eval_path else {}
-    if early_stopping_patience is None:
-        fixed = {"save_strategy": "no"}
-    else:
-        # Checkpoints exist only to reload the best one: keep it and the latest, no more
-        defaults |= {"save_strategy": "epoch", "save_total_limit": 1}
+    defaults, fixed = {**({"eval_strategy": "epoch"} if eval_path else {}), **checkpoint_fields(saving)}, {}
+    if early_stopping_patience is not None:  # the best model is reloaded from a checkpoint: save at each evaluation
+        defaults |= {"save_strategy": fields.get("eval_strategy", "epoch"),
+                     "save_steps": fields.get("eval_steps", saving.steps)}
         fixed = {"load_best_model_at_end": True, "metric_for_best_model": "eval_loss", "greater_is_better": False}
-    workdir = out.with_name(out.name + ".checkpoints")
-    args = trainer_args(SFTConfig, {**defaults, **fields}, f"{section}.trainer", workdir,
+    args = trainer_args(SFTConfig, {**defaults, **fields}, f"{section}.trainer", checkpoints.checkpoint_dir(out),
                         completion_only_loss=True, eos_token=EOS, **fixed)
 
     trainer_cls = SFTTrainer
@@ -118,12 +116,12 @@ def train(section: str, fields: dict, model_dir: Path, train_path: Path, eval_pa
         eval_dataset=load_examples(eval_path, system_prompt) if eval_path else None,
         callbacks=callbacks, peft_config=lora_config(lora) if lora else None,
     )
-    trainer.train()
+    settings = [system_prompt, lora, early_stopping_patience, length_penalty]  # what the trainer's args do not hold
+    checkpoints.train(trainer, section, settings, [model_dir, train_path, eval_path], live)
     tokenizer.eos_token = EOS
     trainer.model.generation_config.eos_token_id = tokenizer.convert_tokens_to_ids(EOS)
     save_trained(trainer, tokenizer, out)
-    if trainer.is_world_process_zero():
-        shutil.rmtree(workdir, ignore_errors=True)
+    checkpoints.remove(trainer)
     return trainer.state
 
 
@@ -135,13 +133,16 @@ def main() -> None:
     parser.add_argument("--eval", type=Path)
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--live", type=Path, help="DVCLive folder for the training curves")
+    parser.add_argument("--seed", type=int, help="replaces the section's trainer seed: a replicate of the run")
     args = parser.parse_args()
     require_model_dir(args.model, "--model")
     p = params.load()
     section = params.section(p, args.section, params.Sft, "an SFT")
-    train(args.section, section.trainer, args.model, args.train, args.eval, args.out, args.live,
+    fields = section.trainer if args.seed is None else {**section.trainer, "seed": args.seed}
+    train(args.section, fields, args.model, args.train, args.eval, args.out, args.live,
           system_prompt=p.instruct.system_prompt, lora=section.lora,
-          early_stopping_patience=section.early_stopping_patience, length_penalty=section.length_penalty)
+          early_stopping_patience=section.early_stopping_patience, length_penalty=section.length_penalty,
+          saving=p.checkpoints)
 
 
 if __name__ == "__main__":

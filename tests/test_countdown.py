@@ -92,8 +92,10 @@ CASES = [
     (tagged("((12 + 5) * 2"), [12, 5, 2], 34, "syntax"),
     (tagged("()"), [12, 5, 2], 34, "syntax"),
     (tagged("12 + 5 *"), [12, 5, 2], 34, "syntax"),
-    (tagged("(" * 60 + "1" + ")" * 60), [1], 1, "too_deep"),
-    (tagged("(" * 50 + "1" + ")" * 50), [1], 1, "correct"),
+    (tagged("(" * 60 + "1" + ")" * 60), [1], 1, "correct"),  # nesting is never refused, only length
+    (tagged("(" * 50 + "(12 + 5) * 2" + ")" * 50), [12, 5, 2], 34, "correct"),  # the issue's redundant parens
+    (tagged("(" * 4990 + "1" + ")" * 4990), [1], 1, "correct"),
+    (tagged("(" * 4990 + "1 + 1" + ")" * 4990), [1], 1, "numbers_mismatch"),
     (tagged("1" + " " * MAX_ANSWER_CHARS + "+ 1"), [1, 1], 2, "too_long"),
 ]
 
@@ -266,8 +268,8 @@ KNOWN_POOL = [{"prompt_id": i, "sample": s, "decoding": "sweep", "completion_tok
 def test_score_metrics_from_known_completions():
     where = Path("x.jsonl")
     greedy = metrics.score_rows(KNOWN_TASKS, KNOWN_GREEDY, where)
-    m = {**metrics.greedy_metrics(greedy, seed=0),
-         **metrics.pool_metrics(metrics.score_rows(KNOWN_TASKS, KNOWN_POOL, where), [1, 2], len(KNOWN_TASKS), seed=0)}
+    m = {**metrics.greedy_metrics(greedy),
+         **metrics.pool_metrics(metrics.score_rows(KNOWN_TASKS, KNOWN_POOL, where), [1, 2], len(KNOWN_TASKS))}
     assert m["accuracy"] == 0.5 and m["score"] == 0.5 and m["format_rate"] == 0.5 and m["n"] == 2
     assert m["pass_at_1"] == 0.5 and m["pass_at_2"] == 1.0
     assert m["best_of_2_score"] == 1.0 and m["best_of_1_score"] == pytest.approx((0.55 + 0.55) / 2)
@@ -298,3 +300,41 @@ def test_the_stage_writes_scores_metrics_and_outcomes(tmp_path, monkeypatch):
 def test_the_stage_needs_outcomes_with_greedy(tmp_path, monkeypatch):
     with pytest.raises(UserError, match="--greedy needs --outcomes"):
         _score_stage(tmp_path, monkeypatch)
+
+
+def _greedy_file(tmp_path: Path, rows: list[dict]) -> None:
+    rest = {"prompt_tokens": 4, "finish": "stop", "model": "m", "decoding": "greedy", "completion_tokens": 5,
+            "temperature": 0.0}
+    write_jsonl(tmp_path / "greedy.jsonl", [{**rest, **r} for r in rows])
+
+
+def test_the_stage_refuses_a_greedy_file_with_puzzles_missing_or_repeated(tmp_path, monkeypatch):
+    """Issue §3: 2 of 10 puzzles dropped and a correct one repeated twice more scored 0.500 (truth 0.300)."""
+    shutil.copy(ROOT / "params.yaml", tmp_path / "params.yaml")
+    monkeypatch.chdir(tmp_path)
+    tasks = [{"target": 6, "nums": [1, 2, 3]}] * 10
+    write_jsonl(tmp_path / "tasks.jsonl", tasks)
+    right, wrong = "<answer>1 + 2 + 3</answer>", "<answer>1 + 2 * 3</answer>"
+    full = [{"prompt_id": i, "sample": 0, "text": right if i < 3 else wrong} for i in range(10)]
+    argv = ["score_countdown", "--tasks", "tasks.jsonl", "--greedy", "greedy.jsonl", "--scores", "s.jsonl",
+            "--metrics", "m.json", "--outcomes", "o.jsonl"]
+    monkeypatch.setattr(sys, "argv", argv)
+    _greedy_file(tmp_path, [r for r in full if r["prompt_id"] not in (4, 7)] + [full[0], full[0]])
+    with pytest.raises(UserError, match=r"greedy.jsonl: row 8: prompt_id 0 sample 0 appears twice"):
+        score_countdown.main()
+    _greedy_file(tmp_path, [r for r in full if r["prompt_id"] not in (4, 7)])
+    with pytest.raises(UserError, match=r"greedy.jsonl: covers 8 of the 10 puzzles.*prompt_id 4 is the first missing"):
+        score_countdown.main()
+    _greedy_file(tmp_path, full + [{**full[1], "sample": 1}])
+    with pytest.raises(UserError, match=r"greedy decoding gives one row per puzzle; prompt_id 1 has 2"):
+        score_countdown.main()
+    assert not (tmp_path / "m.json").exists()
+    _greedy_file(tmp_path, full)
+    score_countdown.main()
+    assert json.loads((tmp_path / "m.json").read_text())["accuracy"] == pytest.approx(0.3)
+
+
+def test_a_sample_pool_with_a_repeated_row_is_refused():
+    pool = [{"prompt_id": 0, "sample": 0}, {"prompt_id": 0, "sample": 1}, {"prompt_id": 0, "sample": 1}]
+    with pytest.raises(UserError, match=r"pool.jsonl: row 2: prompt_id 0 sample 1 appears twice"):
+        metrics.check_coverage(pool, 1, Path("pool.jsonl"), one_per_puzzle=False)

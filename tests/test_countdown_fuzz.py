@@ -25,12 +25,6 @@ def oracle(answer: str) -> tuple[Fraction | None, list[int]] | None:
         return None
     if re.search(r"(?<![0-9])0[0-9]", answer):  # a leading zero
         return None
-    depth = deepest = 0
-    for char in answer:
-        depth += (char == "(") - (char == ")")
-        deepest = max(deepest, depth)
-    if deepest > countdown.MAX_DEPTH:
-        return None
     try:
         tree = ast.parse(re.sub(r"[\t\r\n]", " ", answer), mode="eval")
     except SyntaxError:

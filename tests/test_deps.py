@@ -65,8 +65,11 @@ NOT_INPUTS = [
     ("report", "param:evaluation.reference",
      "the report prints the reference model's name from `evaluation`; it never loads the model"),
     ("report", "metrics/data/*",
-     "handed `--metrics metrics`, the report reads its countdown, instruct, instruct_text, reward_model "
-     "and train folders; the data summaries metrics/data/*.json are for people, the report never opens them"),
+     "handed `--metrics metrics`, the report reads its countdown, instruct, instruct_text, "
+     "reward_model and train folders; the data summaries metrics/data/*.json are for people, the report never "
+     "opens them"),
+    ("report", "metrics/train_seeds/*",
+     "the replicates' training curves (train_seeds) are for people; the report reads the replicates' scores"),
 ]
 
 NOT_PACKAGES = {"tests", "benchmarks"}  # first-party by location, but no stage may import them
@@ -350,25 +353,36 @@ def copy_repo(dest: Path) -> Path:
     return dest
 
 
-def paper_copy(dest: Path) -> Path:
-    """A copy of the repo whose params.yaml is the paper profile's."""
+def composed_copy(dest: Path, overrides: list[str]) -> Path:
+    """A copy of the repo whose params.yaml is composed with `overrides` (`profile=paper`, ...)."""
     from pipeline.compose_params import compose
 
     copy_repo(dest)
     with chdir(dest):  # compose reads conf/ relative to the working directory
-        compose(dest / "params.yaml", ["profile=paper"])
+        compose(dest / "params.yaml", overrides)
     return dest
+
+
+def paper_copy(dest: Path) -> Path:
+    """A copy of the repo whose params.yaml is the paper profile's."""
+    return composed_copy(dest, ["profile=paper"])
+
+
+# The replicate stages of `train_seeds` exist only when it lists seeds (none by default): checked with two.
+VARIANTS = {"default": [], "paper": ["profile=paper"], "seeds": ["train_seeds=[1,2]"],
+            "paper-seeds": ["profile=paper", "train_seeds=[1,2]"]}
 
 
 @pytest.fixture(scope="module")
 def findings(tmp_path_factory) -> dict[str, list[Finding]]:
-    return {"default": check(ROOT), "paper": check(paper_copy(tmp_path_factory.mktemp("paper")))}
+    return {name: check(ROOT) if not overrides else check(composed_copy(tmp_path_factory.mktemp(name), overrides))
+            for name, overrides in VARIANTS.items()}
 
 
 # ------------------------------------------------------------------------------------------------ tests
 
 
-@pytest.mark.parametrize("profile", ["default", "paper"])
+@pytest.mark.parametrize("profile", list(VARIANTS))
 def test_every_stage_depends_on_what_it_reads(findings, profile):
     wrong = describe(findings[profile])
     assert not wrong, f"dvc.yaml deps ({profile} profile) differ from what the stages read:\n{wrong}"

@@ -14,6 +14,7 @@ from posttrain.errors import UserError
 from stages import dpo
 
 SYSTEM = "You are a helpful assistant."
+SAVING = params.Checkpoints(steps=500, save_total_limit=2)
 
 
 def pref_row(i: int, chosen: str = "HI", rejected: str = "hi there friend") -> dict:
@@ -82,15 +83,15 @@ def test_a_bad_row_names_file_row_and_field(row, message, tmp_path):
 ])
 def test_bad_params_fail_naming_the_parameter(dpo_section, message, tmp_path):
     with pytest.raises(UserError, match=message):
-        dpo.dpo_args("dpo", dpo_section, tmp_path, has_eval=False)
+        dpo.dpo_args("dpo", dpo_section, tmp_path, has_eval=False, saving=SAVING)
 
 
 def test_beta_and_loss_type_reach_the_config(tmp_path):
     args = dpo.dpo_args("dpo", params.Dpo(beta=0.3, loss_type="ipo", lora=None, trainer={"max_length": 32}),
-                        tmp_path, has_eval=True)
+                        tmp_path, has_eval=True, saving=SAVING)
     assert (args.beta, args.loss_type, args.max_length, args.eval_strategy) == (0.3, ["ipo"], 32, "epoch")
     rpo = dpo.dpo_args("dpo", params.Dpo(beta=0.1, loss_type=["sigmoid", "sft"], lora=None, trainer={}),
-                       tmp_path, has_eval=False)
+                       tmp_path, has_eval=False, saving=SAVING)
     assert rpo.loss_type == ["sigmoid", "sft"]
 
 
@@ -125,7 +126,7 @@ def test_full_dpo_trains_against_the_starting_model_and_saves(tiny_model, prefs,
     build = dpo.build_trainer
     monkeypatch.setattr(dpo, "build_trainer", lambda *a: built.append(build(*a)) or built[-1])
     out, live = tmp_path / "out", tmp_path / "live"
-    dpo.train("dpo", section(), SYSTEM, tiny_model, *prefs, out, live)
+    dpo.train("dpo", section(), SYSTEM, tiny_model, *prefs, out, live, SAVING)
     before, after = load_file(tiny_model / "model.safetensors"), load_file(out / "model.safetensors")
     assert any(not torch.equal(before[k], after[k]) for k in before)
     ref = built[0].ref_model.state_dict()  # loaded by TRL from the same path, frozen
@@ -147,7 +148,7 @@ def test_lora_dpo_saves_the_merged_model_and_an_adapter_on_the_start(tiny_model,
 
     lora = params.Lora(r=4, alpha=8, dropout=0.0, target_modules=["q_proj", "v_proj"])
     out, live = tmp_path / "out", tmp_path / "live"
-    dpo.train("dpo_lora", section(lora), SYSTEM, tiny_model, prefs[0], None, out, live)
+    dpo.train("dpo_lora", section(lora), SYSTEM, tiny_model, prefs[0], None, out, live, SAVING)
     assert first_logged(live, "rewards/margins") == 0.0  # the reference: the start, the adapter disabled
     adapter = json.loads((out / "adapter" / "adapter_config.json").read_text())
     assert adapter["base_model_name_or_path"] == str(tiny_model)
@@ -163,6 +164,6 @@ def test_lora_dpo_saves_the_merged_model_and_an_adapter_on_the_start(tiny_model,
 def test_pairs_whose_prompt_fills_max_length_are_counted_as_dropped(tiny_model, tmp_path, capsys):
     rows = [pref_row(1), {**pref_row(2), "prompt": "Say hi " * 40}]
     train = write_prefs(tmp_path / "train.jsonl", rows)
-    trainer = dpo.build_trainer("dpo", section(), SYSTEM, tiny_model, train, None, tmp_path / "work", None)
+    trainer = dpo.build_trainer("dpo", section(), SYSTEM, tiny_model, train, None, tmp_path / "work", None, SAVING)
     assert len(trainer.train_dataset) == 1
     assert "dpo: 1 training pairs (1 dropped" in capsys.readouterr().out

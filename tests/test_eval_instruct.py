@@ -87,6 +87,9 @@ def test_a_policy_judged_against_itself_wins_half():
     ({"reference_judge": ("checker", "models/reward_bt")}, "different judges"),
     ({"policy": {**POLICY_REWARDS, 3: [6.0]}, "policy_tokens": {**POLICY_TOKENS, 3: [40]}},
      "different numbers of samples"),
+    # issue §3: a reference with unequal samples per prompt was averaged silently
+    ({"reference": {**REFERENCE_REWARDS, 2: [3.0, 1.0]}, "reference_tokens": {**REFERENCE_TOKENS, 2: [8, 9]}},
+     r"reference_judged.jsonl: prompts have different numbers of samples \(\[1, 2\]\); prompt_id 2 has 2, most have 1"),
 ])
 def test_mismatched_files_are_user_errors(change, message):
     with pytest.raises(UserError, match=message):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import json
 import random
 from math import comb
 from pathlib import Path
@@ -243,8 +244,8 @@ def test_score_metrics_from_known_completions():
                                        ["<answer>2 * 3</answer>", "<answer>2 + 3</answer>"]])
             for s, text in enumerate(texts)]
     where = Path("x.jsonl")
-    m = {**countdown_eval.greedy_metrics(countdown_eval.score_rows(tasks, greedy, where), seed=0),
-         **countdown_eval.pool_metrics(countdown_eval.score_rows(tasks, pool, where), [1, 2], len(tasks), seed=0)}
+    m = {**countdown_eval.greedy_metrics(countdown_eval.score_rows(tasks, greedy, where)),
+         **countdown_eval.pool_metrics(countdown_eval.score_rows(tasks, pool, where), [1, 2], len(tasks))}
     assert m["accuracy"] == 0.5 and m["score"] == 0.5 and m["format_rate"] == 0.5 and m["n"] == 2
     assert m["pass_at_1"] == 0.5 and m["pass_at_2"] == 1.0
     assert m["best_of_2_score"] == 1.0 and m["best_of_1_score"] == pytest.approx((0.55 + 0.55) / 2)
@@ -261,8 +262,39 @@ def test_sft_trains_and_saves(tiny_model, tmp_path):
     write_jsonl(tmp_path / "train.jsonl", rows)
     fields = {"max_steps": 2, "per_device_train_batch_size": 4, "learning_rate": 1e-2, "logging_steps": 1,
               "max_length": 64}
-    sft.train("sft_countdown", fields, tiny_model, tmp_path / "train.jsonl", None, tmp_path / "out", tmp_path / "live")
+    sft.train("sft_countdown", fields, tiny_model, tmp_path / "train.jsonl", None, tmp_path / "out", tmp_path / "live",
+              saving=params.Checkpoints(steps=500, save_total_limit=2))
     before, after = load_file(tiny_model / "model.safetensors"), load_file(tmp_path / "out" / "model.safetensors")
     assert any(not torch.equal(before[k], after[k]) for k in before)
     assert AutoTokenizer.from_pretrained(tmp_path / "out").eos_token == "<|im_end|>"
     assert (tmp_path / "live" / "metrics.json").exists() and not (tmp_path / "out.tmp").exists()
+
+
+def test_a_killed_generation_resumes_after_its_last_batch_with_the_same_rows(tiny_model, tmp_path, monkeypatch):
+    """Issue 14 §1: generation writes its rows as it goes, and a rerun skips the batches already done; the random
+    state journalled after each batch makes the resumed samples those of an uninterrupted run."""
+    from posttrain import journal
+
+    p = _params(n=2, temperature=1.0)
+    p = dataclasses.replace(p, generate=dataclasses.replace(p.generate, batch_size=2))  # 5 prompts: 3 batches
+    whole = generate.generate(tiny_model, "countdown", TASKS, p, "sweep", temperature=1.0)
+    partial = tmp_path / "out.jsonl.partial"
+    commit = journal.Journal.commit
+
+    def killed_after_two(self, rows, rng):
+        if self.batches == 2:
+            raise KeyboardInterrupt  # the kill, after two batches were journalled
+        commit(self, rows, rng)
+
+    monkeypatch.setattr(journal.Journal, "commit", killed_after_two)
+    with pytest.raises(KeyboardInterrupt):
+        generate.generate(tiny_model, "countdown", TASKS, p, "sweep", temperature=1.0, partial=partial)
+    monkeypatch.setattr(journal.Journal, "commit", commit)
+    assert len((partial / "rows.jsonl").read_text().splitlines()) == 2 * 2 * 2  # two batches of 2 prompts x 2
+    with open(partial / "rows.jsonl", "a") as f:
+        f.write('[99, 0, "never counted", 1, 1, "stop"]\n')  # appended, then killed before the state
+    resumed = generate.generate(tiny_model, "countdown", TASKS, p, "sweep", temperature=1.0, partial=partial)
+    assert resumed == whole
+    other = dataclasses.replace(p, seed=1)  # a journal of other settings is never resumed
+    generate.generate(tiny_model, "countdown", TASKS, other, "sweep", temperature=1.0, partial=partial)
+    assert json.loads((partial / "state.json").read_text())["batches"] == 3

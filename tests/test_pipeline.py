@@ -69,6 +69,13 @@ def test_repro_writes_metrics_and_report(repo):
         curve = repo / "metrics" / "train" / stage / "plots" / "metrics" / "eval" / "reward.tsv"
         assert len(curve.read_text().splitlines()) == 1 + 2
     assert "| rloo_countdown | " in (repo / "metrics" / "report" / "report.md").read_text().split("held-out prompts")[1]
+    gold = repo / "metrics/train/rloo_instruct_reward_bt/plots/metrics/eval/rewards/gold_checker/mean.tsv"
+    assert len(gold.read_text().splitlines()) == 1 + 2  # the checker beside the proxy, at the same evaluations
+    text = (repo / "metrics" / "report" / "report.md").read_text()
+    assert "| rloo_instruct_reward_bt | `reward_model_reward_bt` | `gold_checker` |" in text
+    for model in ("sft_countdown", "rloo_countdown", "distill_synthetic"):  # smoke: train_seeds [1]
+        assert json.loads((repo / "metrics" / "countdown" / f"{model}-s1.json").read_text())["n"] == 40
+        assert f"| {model} | main / s1 |" in text.split("### Across training seeds")[1]
     for judge in ("checker", "reward_bt"):
         for model in INSTRUCT_MODELS:
             m = json.loads((repo / "metrics" / "instruct" / judge / f"{model}.json").read_text())
@@ -115,7 +122,7 @@ def test_remote_shares_the_results_with_a_fresh_clone(repo, tmp_path):
 def test_exp_run_reruns_only_what_depends_on_the_change(repo):
     run(["git", "add", "-A"], repo)
     run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "--allow-empty", "-qm", "lock"], repo)
-    out = run(["dvc", "exp", "run", "-S", "profile=smoke", "-S", "dpo.beta=0.05"], repo)
+    out = run(["dvc", "exp", "run", "-S", "dpo.beta=0.05"], repo)  # on the smoke params.yaml the fixture chose
     ran = {line.split("'")[1] for line in out.splitlines() if line.startswith("Running stage")}
     assert "dpo@dpo" in ran, out
     downstream = {"dpo@dpo", "generate_instruct@dpo", "judge_instruct@checker-dpo", "judge_instruct_rm@reward_bt-dpo",

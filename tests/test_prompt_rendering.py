@@ -76,7 +76,8 @@ def sft_prompt(model: Path, rows: list[dict], tmp_path: Path, monkeypatch, syste
     monkeypatch.setattr(trl, "SFTTrainer", _never_train(trl.SFTTrainer))
     trainer = _built_trainer(lambda: sft.train(
         "sft_instruct", {"max_steps": 1, "per_device_train_batch_size": 1}, model,
-        _write_jsonl(tmp_path / "sft.jsonl", rows), None, tmp_path / "sft", None, system_prompt=system_prompt))
+        _write_jsonl(tmp_path / "sft.jsonl", rows), None, tmp_path / "sft", None, system_prompt=system_prompt,
+        saving=params.Checkpoints(steps=500, save_total_limit=2)))
     row = trainer.train_dataset[0]
     n_prompt = next(i for i, label in enumerate(row["labels"]) if label != -100)  # TRL scores the completion only
     return trainer.processing_class.decode(row["input_ids"][:n_prompt])
@@ -88,7 +89,7 @@ def dpo_prompt(model: Path, system_prompt: str, tmp_path: Path) -> str:
             "rejected": [{"role": "user", "content": USER}, {"role": "assistant", "content": "4"}]}
     section = params.Dpo(beta=0.1, loss_type="sigmoid", lora=None, trainer={"max_steps": 1, "max_length": 128})
     trainer = dpo.build_trainer("dpo", section, system_prompt, model, _write_jsonl(tmp_path / "prefs.jsonl", [pair]),
-                                None, tmp_path / "dpo", None)
+                                None, tmp_path / "dpo", None, params.Checkpoints(steps=500, save_total_limit=2))
     return trainer.processing_class.decode(trainer.train_dataset[0]["prompt_ids"])
 
 
@@ -116,7 +117,7 @@ def generation_prompts(model: Path, task: str, rows: list[dict], p: params.Param
     """(the prompts `generate.generate` hands its backend, the rows it writes from one fake sample each)."""
     seen = []
 
-    def backend(model_dir, prompts, d, batch_size, seed):
+    def backend(model_dir, prompts, d, batch_size, seed, journal=None):
         seen.extend(prompts)
         return iter([(i, 0, "text", 1, 1, "stop") for i in range(len(prompts))])
 

@@ -14,7 +14,7 @@ from posttrain import schemas
 from posttrain.errors import UserError
 from posttrain.evaluation.countdown import greedy_metrics, greedy_outcomes, pool_metrics
 from posttrain.evaluation.win_rate import win_rate_result
-from posttrain.report import tables
+from posttrain.report import markdown, tables
 from stages import report
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -47,12 +47,12 @@ def make_tree(root: Path) -> None:
                  "reason": "correct" if c else "wrong_value", "completion_tokens": 12 + i % 3}
                 for i, c in enumerate(correct)]
         _write(root / "metrics/countdown_outcomes" / f"{model}.jsonl", greedy_outcomes(rows))
-        _write(root / "metrics/countdown" / f"{model}.json", greedy_metrics(rows, seed=0))
+        _write(root / "metrics/countdown" / f"{model}.json", greedy_metrics(rows))
     for t in (0.7, 1.0):
         pool = [{"prompt_id": i, "sample": s, "reward": 1.0 if (i + s) % (3 if t < 1 else 4) == 0 else 0.1,
                  "temperature": t} for i in range(N_PUZZLES) for s in range(10)]
         _write(root / "metrics/countdown/sweep" / f"sft_countdown-t{t}.json", pool_metrics(pool, [1, 3, 5, 10],
-                                                                                       N_PUZZLES, seed=0))
+                                                                                       N_PUZZLES))
     prompts = root / "data/instruct/gen_test.jsonl"
 
     def judged(model: str, judge: str) -> list[dict]:
@@ -115,7 +115,7 @@ def test_report_holds_every_table_csv_and_plot(tree, monkeypatch):
     sft = cd["sft_countdown"]
     assert float(sft["accuracy"]) == pytest.approx(0.8)
     assert f"| sft_countdown | 0.800 [{float(sft['accuracy_ci_lo']):.3f}, {float(sft['accuracy_ci_hi']):.3f}] |" in text
-    assert "| base | 0.000 [0.000, 0.000] |" in text and "| sft_synthetic | 0.800 [" in text
+    assert "| base | 0.000 [0.000, 0.161] |" in text and "| sft_synthetic | 0.800 [" in text  # Wilson: never [0, 0]
     assert "0.37 (001); 0.316 (003)" in text and "0.3835 (001)" in text and "0.811" in text
     assert "`models/sft_instruct`" in text and "`checker`, `reward_bt`" in text  # params' reference and judges
     assert "n = 20 held-out puzzles" in text and "n = 10 prompts" in text
@@ -126,7 +126,7 @@ def test_report_holds_every_table_csv_and_plot(tree, monkeypatch):
         assert float(rows["dpo"]["win_rate"]) == 1.0 and float(rows["sft_instruct"]["win_rate"]) == 0.5
         assert rows["base"]["bleu_4"] == "" and float(rows["dpo"]["bleu_4"]) == pytest.approx(18.5 / 4)
         assert (out / f"plots/win_rates_{judge}.png").read_bytes().startswith(PNG)
-    assert "| dpo | 1.000 [1.000, 1.000] |" in text and "| n/a | n/a | 10 |" in text  # base: no BLEU, no perplexity
+    assert "| dpo | 1.000 [0.722, 1.000] |" in text and "| n/a | n/a | 10 |" in text  # base: no BLEU, no perplexity
     assert "| reward_bt | 0.720 | 50 |" in text
     assert "| rloo_countdown | 0.210 | 0.250 | +0.040 | 3 |" in text  # held-out reward: step 0 and the end
     assert [r["stage"] for r in csv.DictReader(open(out / "rl_held_out_reward.csv"))] == ["rloo_countdown"]
@@ -156,8 +156,8 @@ def test_paired_p_values_are_one_for_identical_and_small_for_different_methods(t
     assert float(rows["base"]["p_sign"]) == 1.0 and float(rows["dpo"]["p_sign"]) == pytest.approx(2 * 0.5**10)
     assert float(rows["dpo"]["delta"]) == 0.5 and int(rows["dpo"]["n_paired"]) == N_PROMPTS
     text = (out / "report.md").read_text()
-    assert "| -0.800 [-0.950, -0.600] | <0.001* |" in text
-    assert "| +0.000 [+0.000, +0.000] | 1.000 |" in text
+    assert "| -0.800 [-0.950, -0.600] (n = 20) | <0.001* |" in text
+    assert "| +0.000 [+0.000, +0.000] (n = 20) | 1.000 |" in text
 
 
 def test_output_is_the_same_on_a_second_run(tree, monkeypatch):
@@ -221,11 +221,25 @@ def test_sources_beside_each_method(model, expected):
     assert tables.source(model, tables.SOURCES_COUNTDOWN) == expected
 
 
-def test_paired_uses_the_items_both_methods_hold():
+def test_paired_refuses_methods_scored_on_different_items():
+    """Issue §3: a model scored on 1,000 puzzles against a baseline on 500 is no paired comparison."""
     a, b = {0: 1.0, 1: 1.0, 2: 0.0, 7: 1.0}, {0: 0.0, 1: 1.0, 2: 0.0}
+    assert tables.paired(a, b) == {"refused": "items differ: 4 vs 3, 3 shared"}
+    del a[7]
     result = tables.paired(a, b)
     assert result["n_paired"] == 3 and result["delta"] == pytest.approx(1 / 3) and result["p_sign"] == 1.0
-    assert tables.paired(a, None) == {} and tables.paired({5: 1.0}, b) == {}
+    assert tables.paired(a, None) == {}
+    assert markdown.delta({"refused": "items differ: 4 vs 3, 3 shared"}) == "refused (items differ: 4 vs 3, 3 shared)"
+    assert markdown.delta(result).endswith("(n = 3)")
+
+
+def test_the_report_refuses_a_delta_on_different_puzzles(tree, monkeypatch):
+    rows = [json.loads(line) for line in (tree / "metrics/countdown_outcomes/sft_synthetic.jsonl").read_text().splitlines()]
+    _write(tree / "metrics/countdown_outcomes/sft_synthetic.jsonl", rows[: len(rows) // 2])
+    run_report(monkeypatch)
+    text = (tree / "metrics/report/report.md").read_text()
+    line = next(line for line in text.splitlines() if line.startswith("| sft_synthetic |"))
+    assert f"refused (items differ: {len(rows) // 2} vs {len(rows)}" in line
 
 
 def test_the_report_reads_outcomes_and_never_a_data_file(tree, monkeypatch):
@@ -268,3 +282,50 @@ def test_models_are_listed_in_the_order_of_params(tree, monkeypatch):
 
 def test_the_instruction_tables_show_win_rate_metrics():
     assert set(tables.INSTRUCT_COLUMNS) <= set(schemas.WIN_RATE_METRICS)
+
+
+@pytest.mark.parametrize("gold, verdict", [
+    ([6.0, 6.5, 6.2, 5.9], "over-optimised: the proxy rose, the gold stalled or fell"),
+    ([6.0, 6.8, 7.1, 6.9], "over-optimising: the proxy rose, the gold peaked at step 10"),
+    ([6.0, 6.2, 6.4, 6.6], "the proxy and the gold rose together"),
+])
+def test_the_report_shows_the_proxy_against_the_gold(gold, verdict, tree, monkeypatch):
+    """Issue: reward over-optimisation made visible: proxy and gold held-out rewards against the KL, per run."""
+    curves = tree / "metrics/train/rloo_instruct_reward_bt/plots/metrics/eval"
+    steps = [0, 5, 10, 15]
+    for name, values in (("rewards/reward_model_reward_bt/mean", [0.1, 0.4, 0.7, 1.0]),
+                         ("rewards/gold_checker/mean", gold), ("kl", [0.0, 0.01, 0.03, 0.06])):
+        _write(curves / f"{name}.tsv", f"step\t{name.split('/')[-1]}\n" + "".join(
+            f"{s}\t{v}\n" for s, v in zip(steps, values)))
+    run_report(monkeypatch)
+    out = tree / "metrics/report"
+    text = (out / "report.md").read_text()
+    row = next(line for line in text.splitlines() if line.startswith("| rloo_instruct_reward_bt | `reward_model"))
+    assert verdict in row and "`gold_checker`" in row and "0.0600" in row
+    assert (out / "plots/overoptimisation.png").is_file() and "overoptimisation.csv" in text
+
+
+def test_the_report_shows_each_method_across_training_seeds(tree, monkeypatch):
+    """Issue: across training seeds. Each seed's number, their mean with a between-seed interval, and Δ vs SFT
+    with seed and item variance both counted; the replicates stay out of the main table."""
+    params_yaml = tree / "params.yaml"
+    params_yaml.write_text(params_yaml.read_text().replace("train_seeds: []", "train_seeds:\n- 1\n- 2"))
+    flips = {"sft_countdown": (0, 3), "sft_synthetic": (5, 9)}  # each seed: a few puzzles flipped
+    for seed in (1, 2):
+        for model, correct in CORRECT.items():
+            if model not in flips:
+                continue
+            changed = [(not c) if i in range(*flips[model]) and (i + seed) % 2 else c for i, c in enumerate(correct)]
+            rows = [{"prompt_id": i, "sample": 0, "decoding": "greedy", "correct": c, "reward": 1.0 if c else 0.1,
+                     "reason": "correct" if c else "wrong_value", "completion_tokens": 12}
+                    for i, c in enumerate(changed)]
+            _write(tree / "metrics/countdown_outcomes" / f"{model}-s{seed}.jsonl", greedy_outcomes(rows))
+            _write(tree / "metrics/countdown" / f"{model}-s{seed}.json", greedy_metrics(rows))
+    run_report(monkeypatch)
+    text = (tree / "metrics/report/report.md").read_text()
+    assert "-s1" not in text.split("### Across training seeds")[0]  # not in the main table
+    row = next(line for line in text.splitlines() if line.startswith("| sft_synthetic | main / s1 / s2 |"))
+    assert "(seeds 3, n = 20, df" in row
+    seeds = read_csv(tree / "metrics/report/countdown_seeds.csv")
+    assert set(seeds) == {"sft_countdown", "sft_synthetic"} and float(seeds["sft_synthetic"]["p"]) <= 1
+    assert float(seeds["sft_synthetic"]["mean_ci_lo"]) < float(seeds["sft_synthetic"]["mean"])

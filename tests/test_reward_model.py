@@ -18,6 +18,7 @@ TINY_ENCODER = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers":
                 "num_key_value_heads": 1, "max_position_embeddings": 128, "tie_word_embeddings": False}
 PROMPTS = ["Say hi.", "Numbers: [1, 2, 3]\nTarget: 6\n", "Say hi.", "Write 'cat' backwards.", "x" * 400]
 RESPONSES = ["hi", "<answer>1 + 2 + 3</answer>", "Hello there! hi", "tac", "a long answer " * 30]
+SAVING = params.Checkpoints(steps=500, save_total_limit=2)
 
 
 @pytest.mark.parametrize("chosen, rejected, expected", [
@@ -135,7 +136,7 @@ def test_each_kind_trains_and_writes_its_outputs(kind, encoder, tiny_model, tiny
     cfg = _cfg(trainer, folder, config=TINY_ENCODER if encoder == "build" else None)
     out, metrics, live = tmp_path / "rm", tmp_path / "metrics.json", tmp_path / "live"
     result = reward_model.train(kind, "reward_test", cfg, folder, tmp_path / "train.jsonl",
-                                tmp_path / "test.jsonl", out, metrics, live, seed=0)
+                                tmp_path / "test.jsonl", out, metrics, live, seed=0, saving=SAVING)
 
     initial, _ = scoring.build_encoder(cfg, "reward_test", folder, seed=0)
     after = load_file(out / "model.safetensors")
@@ -155,7 +156,7 @@ def test_an_unknown_trainer_field_names_the_parameter(tiny_model, tmp_path):
     with pytest.raises(UserError, match="reward_test.trainer.no_such_field"):
         reward_model.train("pointwise", "reward_test", _cfg({"no_such_field": 1}, tiny_model), tiny_model,
                            tmp_path / "pairs.jsonl", tmp_path / "pairs.jsonl", tmp_path / "rm",
-                           tmp_path / "m.json", None, seed=0)
+                           tmp_path / "m.json", None, seed=0, saving=SAVING)
 
 
 def test_the_encoder_folder_must_be_the_sections_and_exist(tiny_model, tmp_path):
@@ -163,11 +164,11 @@ def test_the_encoder_folder_must_be_the_sections_and_exist(tiny_model, tmp_path)
     from posttrain.errors import UserError
 
     write_jsonl(tmp_path / "pairs.jsonl", _pairs(4))
-    files = (tmp_path / "pairs.jsonl", tmp_path / "pairs.jsonl", tmp_path / "rm", tmp_path / "m.json", None)
+    files = (tmp_path / "pairs.jsonl", tmp_path / "pairs.jsonl", tmp_path / "rm", tmp_path / "m.json", None, 0, SAVING)
     named = rf"--model models/other is not `reward_test.encoder` \({re.escape(str(tiny_model))}\)"
     with pytest.raises(UserError, match=named):
-        reward_model.train("pointwise", "reward_test", _cfg({}, tiny_model), Path("models/other"), *files, seed=0)
+        reward_model.train("pointwise", "reward_test", _cfg({}, tiny_model), Path("models/other"), *files)
     missing = tmp_path / "models" / "distilbert"
     with pytest.raises(UserError, match=rf"^{re.escape(str(missing))}: no such model folder \(from --model\)$"):
-        reward_model.train("pointwise", "reward_test", _cfg({}, missing, config=None), missing, *files, seed=0)
+        reward_model.train("pointwise", "reward_test", _cfg({}, missing, config=None), missing, *files)
     assert not (tmp_path / "rm").exists()

@@ -140,3 +140,52 @@ def test_held_out_and_eval_schedule_must_agree(held_out, extra, message, tiny_mo
     with pytest.raises(UserError, match=message):
         rl.train("rloo", "rloo_countdown", _fields(**extra), tiny_model, dataset, [rewards.countdown_reward],
                  tmp_path / "out", None, held_out=held_out)
+
+
+class _LengthJudge:
+    """A judge whose calls are counted: the reward is the response's length."""
+
+    name, model = "length", None
+
+    def __init__(self):
+        self.calls = 0
+
+    def score(self, prompts, responses):
+        self.calls += 1
+        return [float(len(r)) for r in responses]
+
+
+@pytest.mark.parametrize("eval_only", [False, True])
+def test_a_gold_judge_is_logged_beside_the_reward_with_weight_0(eval_only, tiny_model, tmp_path):
+    """Issue: reward over-optimisation made visible. The gold is scored on the held-out evaluations (and, when
+    free, in training) and logged as rewards/gold_<name>/mean, next to the KL; the policy trains on the proxy only."""
+    from safetensors.torch import load_file
+
+    puzzles = [{"target": a + 5, "nums": [a, 2, 3]} for a in range(1, 11)]
+    dataset = rl.countdown_dataset(puzzles, "Numbers: {nums}\nTarget: {target}\n")
+    fields = _fields(eval_strategy="steps", eval_steps=2, eval_on_start=True, per_device_eval_batch_size=4)
+    judge = _LengthJudge()
+    runs = {}
+    for name, gold in (("plain", []), ("gold", [rewards.judge_reward(judge, "length", eval_only=eval_only)])):
+        live = tmp_path / name / "live"
+        rl.train("rloo", "rloo_countdown", fields, tiny_model, dataset, [rewards.countdown_reward],
+                 tmp_path / name / "out", live, held_out=2, logged_only=gold)
+        runs[name] = (live, load_file(tmp_path / name / "out" / "model.safetensors"))
+    live = runs["gold"][0] / "plots" / "metrics" / "eval"
+    for curve in ("rewards/gold_length/mean.tsv", "rewards/countdown_reward/mean.tsv", "kl.tsv", "reward.tsv"):
+        assert len((live / curve).read_text().splitlines()) == 1 + 2, curve  # steps 0 and 2
+    # weight 0: the same updates as without the gold (same seed, same samples)
+    assert all(torch.equal(runs["plain"][1][k], runs["gold"][1][k]) for k in runs["plain"][1])
+    assert judge.calls == (2 if eval_only else 2 + 2)  # eval-only: the two evaluations; else every training step too
+
+
+def test_a_seed_replaces_the_sections_trainer_seed(tiny_model, tmp_path):
+    from safetensors.torch import load_file
+
+    dataset = rl.countdown_dataset([{"target": a + 5, "nums": [a, 2, 3]} for a in range(1, 9)], "{nums} {target}")
+    weights = {}
+    for seed in (0, 1):
+        rl.train("rloo", "rloo_countdown", _fields(), tiny_model, dataset, [rewards.countdown_reward, completion_length],
+                 tmp_path / f"s{seed}", None, seed=seed)
+        weights[seed] = load_file(tmp_path / f"s{seed}" / "model.safetensors")
+    assert any(not torch.equal(weights[0][k], weights[1][k]) for k in weights[0])

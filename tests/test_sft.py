@@ -19,6 +19,7 @@ from stages import sft
 
 ROOT = Path(__file__).resolve().parent.parent
 SYSTEM = "Expert AI: be concise."
+SAVING = params.Checkpoints(steps=500, save_total_limit=2)
 
 
 def conversation(user: str, answer: str, system: str | None = "Be brief.") -> dict:
@@ -95,7 +96,7 @@ def test_a_conversation_without_an_answered_user_turn_names_its_row(tmp_path):
 def test_full_sft_trains_and_saves(tiny_model, tmp_path):
     train = write_conversations(tmp_path / "train.jsonl")
     sft.train("sft_instruct", fields(), tiny_model, train, None, tmp_path / "out", tmp_path / "live",
-              system_prompt=SYSTEM)
+              system_prompt=SYSTEM, saving=SAVING)
     assert_trained_and_saved(tiny_model, tmp_path / "out")
     assert (tmp_path / "live" / "metrics.json").exists()
 
@@ -104,7 +105,7 @@ def test_lora_sft_merges_onto_the_base_its_adapter_records(tiny_model, tmp_path)
     train = write_conversations(tmp_path / "train.jsonl")
     lora = params.Lora(r=4, alpha=8, dropout=0.0, target_modules=["q_proj", "v_proj"])
     sft.train("sft_instruct_lora", fields(learning_rate=5e-2), tiny_model, train, None, tmp_path / "out", None,
-              system_prompt=SYSTEM, lora=lora)
+              system_prompt=SYSTEM, lora=lora, saving=SAVING)
     assert_trained_and_saved(tiny_model, tmp_path / "out")
     adapter = json.loads((tmp_path / "out" / "adapter" / "adapter_config.json").read_text())
     assert adapter["base_model_name_or_path"] == str(tiny_model)
@@ -115,7 +116,7 @@ def test_length_penalty_sft_trains_saves_and_logs_the_penalty(tiny_model, tmp_pa
     train = write_conversations(tmp_path / "train.jsonl")
     lp = params.LengthPenalty(weight=0.01, every=1, samples=3, temperature=1.0, max_new_tokens=8)
     state = sft.train("sft_instruct_lp", fields(), tiny_model, train, None, tmp_path / "out", tmp_path / "live",
-                      system_prompt=SYSTEM, length_penalty=lp)
+                      system_prompt=SYSTEM, length_penalty=lp, saving=SAVING)
     assert_trained_and_saved(tiny_model, tmp_path / "out")
     logged = [entry for entry in state.log_history if "length_penalty" in entry]
     assert len(logged) == 2 and all(0 < entry["sampled_length"] <= 8 for entry in logged)
@@ -137,7 +138,7 @@ def test_early_stopping_keeps_the_best_checkpoint(tiny_model, tmp_path):
     every_step = fields(max_steps=30, learning_rate=3e-2, lr_scheduler_type="constant", eval_strategy="steps",
                         eval_steps=1, save_strategy="steps", save_steps=1, per_device_eval_batch_size=16)
     state = sft.train("sft_instruct", every_step, tiny_model, tmp_path / "train.jsonl", tmp_path / "eval.jsonl",
-                      tmp_path / "out", None, system_prompt=SYSTEM, early_stopping_patience=1)
+                      tmp_path / "out", None, system_prompt=SYSTEM, early_stopping_patience=1, saving=SAVING)
     losses = [entry["eval_loss"] for entry in state.log_history if "eval_loss" in entry]
     assert state.global_step < 30 and len(losses) == state.global_step  # stopped early
     assert state.best_metric == min(losses) and losses[-1] > min(losses)
@@ -156,7 +157,7 @@ def test_early_stopping_without_a_validation_set_names_the_parameter(tiny_model,
     train = write_conversations(tmp_path / "train.jsonl")
     with pytest.raises(UserError, match=r"`sft_instruct\.early_stopping_patience`"):
         sft.train("sft_instruct", fields(), tiny_model, train, None, tmp_path / "out", None,
-                  early_stopping_patience=2)
+                  early_stopping_patience=2, saving=SAVING)
 
 
 @pytest.mark.parametrize("change, name", [
@@ -239,7 +240,7 @@ def test_length_penalty_shortens_generations_on_the_embedded_profile(tiny_model,
     steps = {"per_device_train_batch_size": 16, "learning_rate": 1e-2, "lr_scheduler_type": "constant",
              "max_length": 64, "logging_steps": 10, "seed": 0}
     sft.train("sft_instruct_lp", {**steps, "max_steps": 60}, tiny_model, tmp_path / "train.jsonl", None,
-              tmp_path / "warm", None)
+              tmp_path / "warm", None, saving=SAVING)
     profile = params.load(ROOT / "params.yaml").sft_instruct_lp.length_penalty
     assert profile.weight > 0
     lengths = {}
@@ -247,7 +248,7 @@ def test_length_penalty_shortens_generations_on_the_embedded_profile(tiny_model,
         lp = params.LengthPenalty(weight=weight, every=1, samples=profile.samples,
                                   temperature=profile.temperature, max_new_tokens=24)
         sft.train("sft_instruct_lp", {**steps, "max_steps": 30}, tmp_path / "warm", tmp_path / "train.jsonl",
-                  None, tmp_path / f"lp{weight}", None, length_penalty=lp)
+                  None, tmp_path / f"lp{weight}", None, length_penalty=lp, saving=SAVING)
         lengths[weight] = (generated_lengths(tmp_path / f"lp{weight}", held_out, do_sample=True).mean(),
                            generated_lengths(tmp_path / f"lp{weight}", held_out, do_sample=False).mean())
     (sampled_0, greedy_0), (sampled_lp, greedy_lp) = lengths[0.0], lengths[0.03]

@@ -35,9 +35,12 @@ def generate_tasks(cfg, n: int, rng: random.Random) -> list[dict]:
     misses = 0
     with tqdm(total=n, desc="countdown puzzles", mininterval=2) as bar:
         while len(rows) < n:
-            row_nums, target = solver.make_puzzle(
-                rng, rng.randint(low_count, high_count), cfg.low, cfg.high, cfg.target_low, cfg.target_high
-            )
+            try:
+                row_nums, target = solver.make_puzzle(
+                    rng, rng.randint(low_count, high_count), cfg.low, cfg.high, cfg.target_low, cfg.target_high
+                )
+            except ValueError as err:  # settings that make no puzzle, or (rare draws) too few
+                raise UserError(f"countdown.generator: {err}") from None
             row = {"target": target, "nums": row_nums}
             if key(row) in seen:
                 misses += 1
@@ -52,6 +55,17 @@ def generate_tasks(cfg, n: int, rng: random.Random) -> list[dict]:
             misses = 0
             bar.update()
     return rows
+
+
+def check_puzzles(rows: list[tuple[int, dict]], where: str, solvable: bool) -> None:
+    """Each (row index, row) a puzzle of at most `solver.MAX_NUMS` numbers and, with `solvable`, one the
+    solver solves; a `UserError` naming `where` and the row otherwise. Solving takes a few ms a puzzle."""
+    for index, row in rows:
+        if len(row["nums"]) > solver.MAX_NUMS:
+            raise UserError(f"{where}: row {index}: field `nums` has {len(row['nums'])} numbers; a Countdown puzzle "
+                            f"here has at most {solver.MAX_NUMS}")
+        if solvable and solver.solve(row["nums"], row["target"]) is None:
+            raise UserError(f"{where}: row {index}: unsolvable: no equation of {row['nums']} makes {row['target']}")
 
 
 def solved_completion(row: dict, think: bool) -> str:

@@ -15,9 +15,12 @@ Policy
 - The literals must equal `nums` as a multiset: each number used exactly once, all of them used.
 - The value is computed exactly (ints, and `fractions.Fraction` only when a division is not exact) and
   must equal `target` exactly. Division by zero makes the equation wrong, never an exception.
-- Work is bounded whatever the input: tag search is two `str.rfind` calls, answers over
-  `MAX_ANSWER_CHARS` are rejected before parsing, parentheses nest at most `MAX_DEPTH` deep, and the
-  parser is an iterative shunting-yard (no recursion), so no completion costs more than a few ms.
+- Work is bounded by the input's length, never refused for its shape: tag search is two `str.rfind`
+  calls; the parser is an iterative shunting-yard (no recursion), so parentheses may nest as deep as
+  the answer is long (a correct equation in 500 redundant pairs is correct); a first pass checks the
+  syntax and the literals without arithmetic, so arithmetic only ever runs on `len(nums)` numbers; and
+  answers over `MAX_ANSWER_CHARS` (far beyond any equation a policy writes within its token budget)
+  are rejected before parsing, so no completion costs more than a few ms.
 
 Reasons (`Score.reason`), checked in this order:
   "no_answer_tag"     no complete `<answer>...</answer>` pair (reward 0.0)
@@ -25,14 +28,12 @@ Reasons (`Score.reason`), checked in this order:
   "empty_answer"      nothing between the tags
   "bad_character"     any character outside the allowed set
   "leading_zero"      a literal like `05`
-  "too_deep"          parentheses nested deeper than MAX_DEPTH
   "syntax"            anything else the grammar rejects (`**`, `//`, unary minus, `()`, unbalanced)
   "numbers_mismatch"  literals differ from `nums` as a multiset
   "division_by_zero"  the equation divides by zero somewhere
   "wrong_value"       well-formed, right numbers, value != target
   "correct"           reward 1.0
-Within one answer, "leading_zero", "too_deep" and "syntax" report whichever the left-to-right parse
-meets first.
+Within one answer, "leading_zero" and "syntax" report whichever the left-to-right parse meets first.
 
 Flaws of the usual TinyZero scorer fixed here (reference.md section 3):
 - it `eval`s the string, so `9 ** 9 ** 9` runs for minutes: here `**` is a syntax error and work is
@@ -56,11 +57,10 @@ REWARD_CORRECT = 1.0
 REWARD_FORMAT = 0.1  # an answer tag is present but the equation is wrong or invalid
 REWARD_NONE = 0.0
 
-# An equation over four numbers is ~20 characters; 200 leaves room for spaces and redundant
-# parentheses while keeping every parse (and every exact value) tiny.
-MAX_ANSWER_CHARS = 200
-# Legit answers nest 2-3 deep; 50 tolerates redundant parentheses and keeps the operator stack small.
-MAX_DEPTH = 50
+# An equation over four numbers is ~20 characters. The cap only bounds the parse's time (linear in
+# the length: ~2 ms at the cap, see benchmarks/bench_verifier.py); it admits ~5,000 redundant
+# parenthesis pairs around a four-number equation, far past anything a policy writes as an answer.
+MAX_ANSWER_CHARS = 10_000
 
 _OPEN, _CLOSE = "<answer>", "</answer>"
 _WHITESPACE = " \t\r\n"
@@ -115,35 +115,35 @@ def check_equation(answer: str, nums: Sequence[int], target: int) -> str:
         return "empty_answer"
     if _ALLOWED.fullmatch(answer) is None:
         return "bad_character"
+    tokens = _TOKEN.findall(answer)
     try:
-        value, literals = _evaluate(_TOKEN.findall(answer))
+        _, literals = _evaluate(tokens, arithmetic=False)  # syntax and literals first: no big numbers
     except _Invalid as err:
         return err.args[0]
     if sorted(literals) != sorted(nums):
         return "numbers_mismatch"
+    value, _ = _evaluate(tokens)
     if value is None:
         return "division_by_zero"
     return "correct" if value == target else "wrong_value"
 
 
-def _evaluate(tokens: list[str]) -> tuple[int | Fraction | None, list[int]]:
+def _evaluate(tokens: list[str], arithmetic: bool = True) -> tuple[int | Fraction | None, list[int]]:
     """Value and literals of an infix expression, by shunting-yard evaluation.
 
     The value is None when some division was by zero; it propagates so that a later syntax error
-    still wins (every syntax error is found, whatever the arithmetic did).
+    still wins (every syntax error is found, whatever the arithmetic did). Without `arithmetic` only the
+    syntax and the literals are checked (every value is None), in time linear in the tokens.
     """
+    reduce = _reduce if arithmetic else _skip
     values: list[int | Fraction | None] = []
     ops: list[str] = []
     literals: list[int] = []
     expect_operand = True
-    depth = 0
     for tok in tokens:
         if expect_operand:
             if tok == "(":
                 ops.append(tok)
-                depth += 1
-                if depth > MAX_DEPTH:
-                    raise _Invalid("too_deep")
             elif tok[0].isdigit():  # tokens are ASCII by now
                 if len(tok) > 1 and tok[0] == "0":
                     raise _Invalid("leading_zero")
@@ -155,15 +155,14 @@ def _evaluate(tokens: list[str]) -> tuple[int | Fraction | None, list[int]]:
                 raise _Invalid("syntax")
         elif tok == ")":
             while ops and ops[-1] != "(":
-                _reduce(values, ops.pop())
+                reduce(values, ops.pop())
             if not ops:
                 raise _Invalid("syntax")  # unbalanced `)`
             ops.pop()
-            depth -= 1
         elif tok in _PRECEDENCE:
             precedence = _PRECEDENCE[tok]
             while ops and ops[-1] != "(" and _PRECEDENCE[ops[-1]] >= precedence:
-                _reduce(values, ops.pop())  # >= makes the four operators left-associative
+                reduce(values, ops.pop())  # >= makes the four operators left-associative
             ops.append(tok)
             expect_operand = True
         else:  # a number or `(` right after an operand: implicit products like `2(3)` or `1 2`
@@ -174,8 +173,14 @@ def _evaluate(tokens: list[str]) -> tuple[int | Fraction | None, list[int]]:
         op = ops.pop()
         if op == "(":
             raise _Invalid("syntax")  # unbalanced `(`
-        _reduce(values, op)
+        reduce(values, op)
     return values[0], literals
+
+
+def _skip(values: list[int | Fraction | None], op: str) -> None:
+    """`_reduce` without the arithmetic: the syntax pass keeps only the stack's shape."""
+    values.pop()
+    values[-1] = None
 
 
 def _reduce(values: list[int | Fraction | None], op: str) -> None:

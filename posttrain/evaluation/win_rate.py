@@ -11,10 +11,13 @@ counts a tie half, `win_rate_ties_as_losses` is the seeds' convention. With seve
 mean reward varies less than one response's, which moves `win_rate` away from 0.5; `sample_win_rate` is
 the chance that one sampled response beats one reference response (all pairs of a prompt's samples, ties
 half, averaged over prompts), the same as `win_rate` with one sample each. Both judged files must score
-every prompt of the prompt file and every sample of their generation file. Intervals are percentile
-bootstraps over prompts (`stats.bootstrap_ci`, seeded by the caller's `seed`); `lc_win_rate` is the
-length-controlled win rate of `stats.length_controlled_win_rate` (AlpacaEval style: the predicted win
-rate at equal lengths).
+every prompt of the prompt file and every sample of their generation file. Both judged files must hold as
+many samples for every prompt (a mean over unequal samples would weigh prompts unequally). Intervals:
+`win_rate_ci` is the Wilson interval of the per-prompt outcomes (`stats.proportion_ci`, which keeps
+its coverage near 0 and 1); `lc_win_rate` is the length-controlled win rate of
+`stats.length_controlled_win_rate` (AlpacaEval style: the predicted win rate at equal lengths) with
+its sandwich Wald interval; `mean_reward_ci` a percentile bootstrap over prompts (`stats.bootstrap_ci`,
+seeded by the caller's `seed`).
 """
 
 from __future__ import annotations
@@ -114,17 +117,19 @@ def win_rate_result(n_prompts: int, policy_judged: list[dict], reference_judged:
     length = column(policy_generations, "completion_tokens", paths["policy_generations"])
     reference_length = column(reference_generations, "completion_tokens", paths["reference_generations"])
     samples = set(Counter(row["prompt_id"] for row in policy_judged).values())
-    if len(samples) != 1:
-        raise UserError(f"{paths['policy_judged']}: prompts have different numbers of samples: {sorted(samples)}")
+    for key, rows in (("policy_judged", policy_judged), ("reference_judged", reference_judged)):
+        counts = Counter(row["prompt_id"] for row in rows)
+        if len(set(counts.values())) != 1:  # a mean over unequal samples would weigh prompts unequally
+            usual = Counter(counts.values()).most_common(1)[0][0]
+            first = min(i for i, c in counts.items() if c != usual)
+            raise UserError(f"{paths[key]}: prompts have different numbers of samples ({sorted(set(counts.values()))}); "
+                            f"prompt_id {first} has {counts[first]}, most have {usual}")
 
     result = stats.win_rate(reward, reference_reward)
     sample_win_rate = float(np.mean([
         stats.outcomes(np.repeat(pol, len(ref)), np.tile(ref, len(pol))).mean()
         for pol, ref in zip(per_prompt_values(policy_judged), per_prompt_values(reference_judged))]))
-    lc = stats.length_controlled_win_rate(result.outcomes, length, reference_length)
-
-    def lc_of(m: np.ndarray) -> float:
-        return stats.length_controlled_win_rate(m[:, 0], m[:, 1], m[:, 2]).win_rate
+    lc = stats.length_controlled_win_rate(result.outcomes, length, reference_length, level)
 
     def interval(values, stat=np.mean) -> list[float]:
         return list(stats.bootstrap_ci(values, stat=stat, n_boot=n_boot, seed=seed, level=level))
@@ -137,14 +142,14 @@ def win_rate_result(n_prompts: int, policy_judged: list[dict], reference_judged:
         "model": paths["policy_generations"].stem,
         "reference": paths["reference_generations"].stem,
         "win_rate": result.win_rate,
-        "win_rate_ci": interval(result.outcomes),
+        "win_rate_ci": list(stats.proportion_ci(result.outcomes, level)),
         "win_rate_ties_as_losses": result.win_rate_ties_as_losses,
         "wins": result.wins,
         "ties": result.ties,
         "losses": result.losses,
         "sample_win_rate": sample_win_rate,
         "lc_win_rate": lc.win_rate,
-        "lc_win_rate_ci": interval(np.column_stack([result.outcomes, length, reference_length]), lc_of),
+        "lc_win_rate_ci": list(lc.ci),
         "lc_length_coef": lc.length_coef,
         "mean_reward": float(reward.mean()),
         "mean_reward_ci": interval(reward),

@@ -10,6 +10,12 @@ retries, the input limit and the reply's parser. The key is read from $NVIDIA_AP
   without a reward is a failure, never a made-up score: every other pair is still scored and cached, then
   the run stops with `JudgeFailed` counting the failures by cause; a rerun requests only the failed pairs.
   A refused key or unknown model (401, 403, 404) stops the run at once.
+- Dead endpoint: a circuit breaker. When no reward has arrived for `stall_timeout` seconds (300), the
+  run stops with `JudgeFailed` (the rewards already bought stay cached), whatever the number of pairs:
+  the retries above alone took 151 s for 4 pairs of a dead endpoint, and hours for 300. A request in
+  flight is still waited for, up to `timeout`, so the stage ends within `stall_timeout + timeout`. 300 s
+  is more than a live but rate-limited endpoint leaves between two replies (its Retry-After is honoured
+  up to `max_wait`, 120 s).
 - Input limit: the API takes `input_tokens` tokens (4,096) with the chat template; without its tokenizer
   the texts are cut to `(input_tokens - 64) * chars_per_token` characters (64 tokens for the template;
   3 characters a token, below the ~4 of English text for a Llama 3 tokenizer). The response is kept whole
@@ -47,7 +53,7 @@ from typing import Any
 
 from posttrain.errors import UserError
 from posttrain.judges.base import JudgeFailed, same_length
-from posttrain.judges.cache import RewardCache
+from posttrain.judges.cache import RewardCache, cache_path
 
 KEY_VARIABLE = "NVIDIA_API_KEY"
 TEMPLATE_TOKENS = 64  # what the chat template adds around the two turns, with room to spare
@@ -147,21 +153,24 @@ class ApiJudge:
     def __init__(self, model: str, base_url: str, cache: str | Path | None = None, name: str = "nemotron",
                  concurrency: int = 4, timeout: float = 60.0, max_retries: int = 8, malformed_retries: int = 2,
                  shrink_retries: int = 2, backoff: float = 1.0, max_backoff: float = 60.0, max_wait: float = 120.0,
-                 input_tokens: int = 4096, chars_per_token: float = 3.0, progress: bool = True):
+                 input_tokens: int = 4096, chars_per_token: float = 3.0, stall_timeout: float = 300.0,
+                 progress: bool = True):
         import openai
 
         key = os.environ.get(KEY_VARIABLE, "").strip()
         if not key:
             raise UserError(f"judge {name}: set the API key in the environment variable {KEY_VARIABLE} "
                             f"(it is read from there only, never from a file)")
-        if concurrency < 1 or input_tokens <= TEMPLATE_TOKENS or chars_per_token <= 0:
-            raise UserError(f"judge {name}: need concurrency >= 1, input_tokens > {TEMPLATE_TOKENS} and "
-                            f"chars_per_token > 0")
+        if concurrency < 1 or input_tokens <= TEMPLATE_TOKENS or chars_per_token <= 0 or not stall_timeout > 0:
+            raise UserError(f"judge {name}: need concurrency >= 1, input_tokens > {TEMPLATE_TOKENS}, "
+                            f"chars_per_token > 0 and stall_timeout > 0")
         self.name, self.model, self.base_url = name, model, base_url
-        self.cache = Path(cache) if cache is not None else None
+        self.cache = cache_path(cache) if cache is not None else None  # in the main workspace under DVC
         self.concurrency, self.progress = concurrency, progress
         self.max_retries, self.malformed_retries, self.shrink_retries = max_retries, malformed_retries, shrink_retries
         self.backoff, self.max_backoff, self.max_wait = backoff, max_backoff, max_wait
+        self.stall_timeout = stall_timeout
+        self._last_error = "none"  # the latest failed attempt, for the circuit breaker's message
         self.max_chars = int((input_tokens - TEMPLATE_TOKENS) * chars_per_token)
         self._key = key
         self._client = openai.OpenAI(api_key=key, base_url=base_url, timeout=timeout, max_retries=0)
@@ -194,10 +203,18 @@ class ApiJudge:
         self._stop.clear()
         pool = ThreadPoolExecutor(self.concurrency)
         bar = tqdm(total=len(todo), desc=f"judging with {self.model}", unit="pair", disable=not self.progress)
+        last_reward, scored = time.monotonic(), 0
         try:
             pending = {pool.submit(self._score_one, *pair): key for key, pair in todo.items()}
             while pending:
-                done, _ = wait(pending, return_when=FIRST_COMPLETED)
+                left = last_reward + self.stall_timeout - time.monotonic()
+                if left <= 0:  # the circuit breaker (module docstring)
+                    kept = f"the {scored} scored are cached in {self.cache}" if cache else "no cache was given"
+                    raise JudgeFailed(f"judge {self.name}: no reward from {self.base_url} for {self.stall_timeout:g} s "
+                                      f"({scored} of {len(todo)} pairs scored; last error: {self._last_error}); "
+                                      f"the endpoint looks down: rerun when it is back ({kept}), or raise "
+                                      f"`stall_timeout`")
+                done, _ = wait(pending, timeout=left, return_when=FIRST_COMPLETED)
                 for future in done:
                     key = pending.pop(future)
                     try:
@@ -207,6 +224,7 @@ class ApiJudge:
                     except _Fatal as err:
                         raise UserError(f"judge {self.name}: {err}") from None
                     else:
+                        last_reward, scored = time.monotonic(), scored + 1
                         if cache:
                             cache.put(key, self.name, self.model, rewards[key])
                     bar.update()
@@ -254,11 +272,13 @@ class ApiJudge:
                     continue
                 if status not in RETRY_STATUSES:
                     raise _PairFailed(f"HTTP {status}", detail) from None
+                self._last_error = detail
                 transient += 1
                 if transient > self.max_retries:
                     raise _PairFailed(f"HTTP {status}", detail) from None
                 attempt, retry_after = transient - 1, parse_retry_after(err.response.headers)
             except openai.APIConnectionError as err:  # timeouts included
+                self._last_error = "timeout" if isinstance(err, openai.APITimeoutError) else "connection error"
                 transient += 1
                 if transient > self.max_retries:
                     cause = "timeout" if isinstance(err, openai.APITimeoutError) else "connection error"

@@ -4,12 +4,21 @@ Keyed by the SHA-256 of (judge, model, prompt, response) as cut to the input lim
 repeated run pays for nothing twice; the texts are not stored, nor is the API key. SQLite's locking makes
 concurrent writers (two stages at once) safe. Keep the file out of DVC's outs: DVC deletes a stage's outs
 before running it.
+
+A relative path is taken from the main workspace, not from the folder a stage runs in: `dvc exp run
+--temp` and `--queue` run the pipeline in a temporary clone (under .dvc/tmp/exps/), where a relative
+cache would start empty and every score be bought again. DVC sets `DVC_ROOT` for every stage it runs to
+the root of the repository the run was started from (for a temporary or queued experiment too:
+`dvc/repo/experiments/queue/base.py` overrides it "to point to the parent DVC repo root"), so the
+workspace run, its experiments and a rerun all share one file. Outside DVC the path is relative to the
+working directory.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 import sqlite3
 import time
 from collections.abc import Sequence
@@ -18,10 +27,18 @@ from pathlib import Path
 from posttrain.errors import UserError
 
 
+def cache_path(path: str | Path) -> Path:
+    """`path`, a relative one taken from DVC's main workspace (`$DVC_ROOT`) when DVC runs the stage."""
+    path = Path(path)
+    root = os.environ.get("DVC_ROOT")
+    return Path(root) / path if root and not path.is_absolute() else path
+
+
 class RewardCache:
     """Rewards already paid for, in SQLite, keyed by a hash of (judge, model, prompt, response)."""
 
     def __init__(self, path: str | Path):
+        path = cache_path(path)
         try:
             Path(path).parent.mkdir(parents=True, exist_ok=True)
             self.db = sqlite3.connect(path, timeout=60)  # waits out another process's write

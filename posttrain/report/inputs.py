@@ -70,3 +70,23 @@ def held_out_reward_rows(train: Path) -> list[dict]:
                 rows.append({"stage": stage, "evaluations": len(values), "start": values[0], "end": values[-1],
                              "change": values[-1] - values[0]})
     return rows
+
+
+def overoptimisation_curves(train: Path) -> list[dict]:
+    """Per RL stage that logged a gold judge beside its reward on the held-out evaluations: the proxy's and
+    the gold's mean reward and the KL from the starting policy at each evaluation (steps all three share)."""
+    runs = []
+    for stage in training_stages(train):
+        folder = train / stage / "plots" / "metrics" / "eval"
+        rewards = sorted((folder / "rewards").glob("*/mean.tsv")) if (folder / "rewards").is_dir() else []
+        gold = [p for p in rewards if p.parent.name.startswith("gold_")]
+        proxy = [p for p in rewards if not p.parent.name.startswith("gold_")]
+        if not gold or not proxy or not (folder / "kl.tsv").is_file():
+            continue
+        curves = {name: dict(zip(*read_curve(path))) for name, path in
+                  (("proxy", proxy[0]), ("gold", gold[0]), ("kl", folder / "kl.tsv"))}
+        steps = sorted(set.intersection(*(set(c) for c in curves.values())))
+        if len(steps) >= 2:
+            runs.append({"stage": stage, "proxy_name": proxy[0].parent.name, "gold_name": gold[0].parent.name,
+                         "steps": steps, **{name: [c[s] for s in steps] for name, c in curves.items()}})
+    return runs

@@ -27,7 +27,10 @@ def md_table(headers: list[str], rows: list[list[str]]) -> str:
 
 
 def delta(row: dict) -> str:
-    return ci(row, "delta", sign=True) if "delta" in row else "—"
+    """Δ with its interval and the paired n it was computed on, or why there is none."""
+    if "refused" in row:
+        return f"refused ({row['refused']})"
+    return f"{ci(row, 'delta', sign=True)} (n = {row['n_paired']})" if "delta" in row else "—"
 
 
 def countdown_md(rows: list[dict]) -> str:
@@ -56,8 +59,23 @@ def instruct_md(rows: list[dict]) -> str:
           num(r["perplexity"], 2), str(r["n"]), delta(r), p_value(r.get("p_sign")), r["sources"]] for r in rows])
 
 
+def seeds_md(rows: list[dict]) -> str:
+    def test(r: dict) -> str:
+        if "refused" in r:
+            return f"refused ({r['refused']})"
+        if "delta" not in r:
+            return "—"
+        return f"{ci(r, 'delta', sign=True)} (seeds {r['seeds_paired']}, n = {r['n_paired']}, df {r['df']:.1f})"
+
+    return md_table(["method", "seeds", "accuracy by seed", "mean [95% CI between seeds]", "n",
+                     "Δ vs SFT across seeds [95% CI]", "p"],
+                    [[r["model"], r["seeds"], r["accuracy_by_seed"], ci(r, "mean"), str(r["n"]), test(r),
+                      p_value(r.get("p"))] for r in rows])
+
+
 def markdown(reference: str, countdown: list[dict], best_of: list[dict], instruct: dict[str, list[dict]],
-             reward_models: list[dict], held_out: list[dict], files: list[str]) -> str:
+             reward_models: list[dict], held_out: list[dict], files: list[str],
+             overoptimisation: list[dict] = (), seeds: list[dict] = ()) -> str:
     """The whole report: one section per table, each empty one saying so, then the list of `files`."""
     def ns(rows: list[dict]) -> str:
         return ", ".join(map(str, sorted({r["n"] for r in rows}))) or "none"
@@ -69,10 +87,17 @@ def markdown(reference: str, countdown: list[dict], best_of: list[dict], instruc
            f"n = {ns([r for rows in instruct.values() for r in rows])} prompts, judges: "
            f"{', '.join(f'`{j}`' for j in instruct) or 'none'}; Δ and p against `{INSTRUCT_BASELINE}` "
            "(sign test of per-prompt outcomes)."),
-           f"- Intervals are 95% percentile bootstraps over items; `*` marks p < {ALPHA}.",
+           ("- Intervals are 95%: Wilson intervals for rates (accuracy, pass@N, win rate), the LC win rate's from "
+           "its fit (sandwich), percentile bootstraps over items for mean rewards and paired Δ; "
+           f"`*` marks p < {ALPHA}."),
            ("- *sources*: the seeds' numbers for Qwen2.5-0.5B (reference.md §3, §5). Other model, data and "
            "judge: compare directions, not absolute values."),
            "", "## 1. Countdown", "", countdown_md(countdown) if countdown else "No Countdown metrics.\n",
+           "### Across training seeds", "",
+           ("Each method trained again per seed of `train_seeds` (main: the sections' own seed). The interval of "
+           "the mean is a t interval over seeds; Δ pairs the puzzles within each seed and counts both the "
+           "seed-to-seed and the puzzle-to-puzzle spread (two-way random effects, Satterthwaite's df)."), "",
+           seeds_md(list(seeds)) if seeds else "No replicates (`train_seeds` is empty).\n",
            "## 2. Best-of-N with the verifier", "",
            ("pass@N is best-of-N accuracy (the verifier picks a correct sample whenever one exists); sources: "
            f"{SOURCE_BEST_OF_N}."), "", best_of_n_md(best_of) if best_of else "No sweep.\n",
@@ -90,5 +115,16 @@ def markdown(reference: str, countdown: list[dict], best_of: list[dict], instruc
         "the first update and every `eval_steps`: one fixed prompt set, so the change is the policy's."), "",
         md_table(["stage", "reward at step 0", "at the end", "change", "evaluations"],
                  [[r["stage"], num(r["start"]), num(r["end"]), num(r["change"], sign=True), str(r["evaluations"])]
-                  for r in held_out]) if held_out else "No held-out RL evaluations.\n", "## 6. Files", ""]
+                  for r in held_out]) if held_out else "No held-out RL evaluations.\n",
+        "## 6. Reward over-optimisation: the proxy against the gold", "",
+        ("Instruction RL trains on a reward model (the proxy); its `gold_judge` scores the same held-out samples "
+        "with weight 0. Over-optimised: the proxy rose from the first evaluation to the last while the gold "
+        "ended no higher than it started, or below its peak (plots/overoptimisation.png: both against the KL)."),
+        "", md_table(["stage", "proxy", "gold", "KL at the end", "proxy: start → end", "gold: start → end (peak)",
+                      "verdict"],
+                     [[r["stage"], f"`{r['proxy']}`", f"`{r['gold']}`", num(r["kl_end"], 4),
+                       f"{num(r['proxy_start'])} → {num(r['proxy_end'])}",
+                       f"{num(r['gold_start'])} → {num(r['gold_end'])} ({num(r['gold_peak'])})", r["verdict"]]
+                      for r in overoptimisation]) if overoptimisation else "No RL run logged a gold judge.\n",
+        "## 7. Files", ""]
     return "\n".join(out + [f"- [{f}]({f})" for f in files]) + "\n"

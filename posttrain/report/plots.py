@@ -79,3 +79,19 @@ def plot_training(path: Path, folder: Path) -> bool:
     fig.suptitle(path.stem.removeprefix("training_"))
     _save(fig, path)
     return True
+
+
+def plot_overoptimisation(path: Path, curves: list[dict]) -> None:
+    """Per RL run, the proxy's (left axis) and the gold's (right axis) held-out reward against the KL from
+    the starting policy: Gao et al.'s over-optimisation picture."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, len(curves), figsize=(4.2 * len(curves), 3.4), squeeze=False)
+    for ax, c in zip(axes[0], curves):
+        ax.plot(c["kl"], c["proxy"], marker="o", color="tab:blue")
+        ax.set_xlabel("KL from the starting policy")
+        ax.set_ylabel(c["proxy_name"], color="tab:blue")
+        gold = ax.twinx()
+        gold.plot(c["kl"], c["gold"], marker="s", color="tab:red")
+        gold.set_ylabel(c["gold_name"], color="tab:red")
+        ax.set_title(c["stage"], fontsize=9)
+    _save(fig, path)

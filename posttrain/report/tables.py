@@ -46,10 +46,14 @@ def source(model: str, table: dict[str, str]) -> str:
 
 
 def paired(a: dict[int, float] | None, b: dict[int, float] | None) -> dict:
-    """Paired comparison of a with b on the items both hold: Δ = mean(a - b), its interval, and p-values."""
-    common = sorted(a.keys() & b.keys()) if a is not None and b is not None else []
-    if not common:
+    """Paired comparison of a with b, scored on the same items: Δ = mean(a - b), its interval, p-values and
+    the paired n. Scored on different items (a model on 1,000 puzzles, the baseline on 500), a Δ on the
+    shared ones would sit beside an n it was not computed on: refused, with the two counts."""
+    if a is None or b is None or not a or not b:
         return {}
+    if a.keys() != b.keys():
+        return {"refused": f"items differ: {len(a)} vs {len(b)}, {len(a.keys() & b.keys())} shared"}
+    common = sorted(a)
     x, y = [a[i] for i in common], [b[i] for i in common]
     test = stats.paired_bootstrap(x, y, n_boot=N_BOOT, seed=SEED)
     return {"delta": test.diff, "delta_ci": list(test.ci), "p_sign": stats.sign_test(x, y),
@@ -108,3 +112,59 @@ def csv_text(rows: list[dict]) -> str:
     writer.writeheader()
     writer.writerows(flat)
     return buffer.getvalue()
+
+
+def overoptimisation_rows(curves: list[dict]) -> list[dict]:
+    """One row per RL run with a gold judge: start and end of the proxy and the gold, and the verdict.
+
+    Over-optimised means the proxy rose from the first evaluation to the last while the gold did not end
+    above where it started, or ended below its own peak (Gao et al.'s picture: the gold turns over as the
+    KL grows). Both are held-out means of one sample set per evaluation, so a small change is noise."""
+    rows = []
+    for c in curves:
+        proxy, gold = c["proxy"], c["gold"]
+        peak = max(range(len(gold)), key=gold.__getitem__)
+        if proxy[-1] <= proxy[0]:
+            verdict = "the proxy did not rise"
+        elif gold[-1] <= gold[0]:
+            verdict = "over-optimised: the proxy rose, the gold stalled or fell"
+        elif peak < len(gold) - 1:
+            verdict = f"over-optimising: the proxy rose, the gold peaked at step {c['steps'][peak]:g}"
+        else:
+            verdict = "the proxy and the gold rose together"
+        rows.append({"stage": c["stage"], "proxy": c["proxy_name"], "gold": c["gold_name"],
+                     "evaluations": len(gold), "kl_end": c["kl"][-1], "proxy_start": proxy[0], "proxy_end": proxy[-1],
+                     "gold_start": gold[0], "gold_end": gold[-1], "gold_peak": gold[peak], "verdict": verdict})
+    return rows
+
+
+def seed_rows(metrics: dict[str, dict], correct: dict[str, dict | None], models: list[str],
+              seeds: list[int]) -> list[dict]:
+    """Per Countdown method trained once per seed (the main run, then `<model>-s<seed>` for each of `seeds`):
+    each seed's accuracy, their mean with a between-seed t interval, and Δ against the baseline trained with
+    the same seeds, tested with the seed-to-seed and item-to-item spread both counted (`stats.seeds_test`,
+    items paired within each seed). A seed scored on other puzzles than the baseline's is refused."""
+    rows = []
+    runs = {m: [(("main", m))] + [(f"s{s}", f"{m}-s{s}") for s in seeds] for m in models}
+    base = runs.get(COUNTDOWN_BASELINE, [])
+    for model in models:
+        present = [(label, name) for label, name in runs[model] if name in metrics]
+        if len(present) < 2:
+            continue
+        accuracy = [metrics[name]["accuracy"] for _, name in present]
+        low, high = stats.between_seed_ci(accuracy)
+        row = {"model": model, "seeds": " / ".join(label for label, _ in present),
+               "accuracy_by_seed": " / ".join(f"{a:.3f}" for a in accuracy), "mean": sum(accuracy) / len(accuracy),
+               "mean_ci": [low, high], "n": metrics[present[0][1]]["n"]}
+        pairs = [(correct.get(name), correct.get(base_name)) for (label, name), (base_label, base_name)
+                 in zip(runs[model], base) if name in metrics and base_name in metrics]
+        if model != COUNTDOWN_BASELINE and len(pairs) >= 2 and all(a and b for a, b in pairs):
+            if any(a.keys() != b.keys() for a, b in pairs):
+                row["refused"] = "a seed's puzzles differ from the baseline's"
+            else:
+                items = sorted(pairs[0][0])
+                test = stats.seeds_test([[a[i] for i in items] for a, _ in pairs], [[b[i] for i in items] for _, b in pairs])
+                row |= {"delta": test.diff, "delta_ci": list(test.ci), "p": test.p_value, "df": test.df,
+                        "n_paired": len(items), "seeds_paired": len(pairs)}
+        rows.append(row)
+    return rows

@@ -47,14 +47,21 @@ def dvclive_callback(directory: Path):
     from transformers.integrations import DVCLiveCallback
 
     class Callback(DVCLiveCallback):
+        resume = False  # set by `checkpoints.train` when the run resumes: DVCLive continues its step count
+
         def setup(self, args, state, model):
             from dvclive import Live
 
             self._initialized = True
             if state.is_world_process_zero and self.live is None:
-                self.live = Live(str(directory), dvcyaml=False, save_dvc_exp=False, report=None)
+                self.live = Live(str(directory), dvcyaml=False, save_dvc_exp=False, report=None, resume=self.resume)
 
     return Callback()
+
+
+def checkpoint_fields(saving) -> dict[str, Any]:
+    """Trainer fields that save a checkpoint every `saving.steps` optimizer steps, keeping `saving.save_total_limit`."""
+    return {"save_strategy": "steps", "save_steps": saving.steps, "save_total_limit": saving.save_total_limit}
 
 
 def lora_config(lora, task_type: str = "CAUSAL_LM"):
@@ -82,6 +89,19 @@ def merge_adapter(adapter_dir: Path):
     return PeftModel.from_pretrained(model, str(adapter_dir)).merge_and_unload()
 
 
+def _sort_adapter_sets(adapter: Path, configs) -> None:
+    """Rewrite `adapter_config.json` with the fields PEFT holds as sets sorted, in PEFT's own layout."""
+    import json
+
+    path = adapter / "adapter_config.json"
+    data = json.loads(path.read_text())
+    for config in configs:
+        for key, value in vars(config).items():
+            if isinstance(value, set) and isinstance(data.get(key), list):
+                data[key] = sorted(data[key])
+    path.write_text(json.dumps(data, indent=2, sort_keys=True))  # as `PeftConfigMixin.save_pretrained` writes it
+
+
 def save_trained(trainer, tokenizer, out: Path) -> None:
     """Save the trained model and its tokenizer to `out`, whole or not at all.
 
@@ -90,6 +110,12 @@ def save_trained(trainer, tokenizer, out: Path) -> None:
     interrupted stage never leaves a folder that looks finished. A LoRA model is saved as its
     adapter (kept under `<out>/adapter`, with the base it records) and as the merged model that
     later stages load like any other.
+
+    The same weights give the same bytes, so a forced rerun changes no DVC hash and `dvc push` sends
+    nothing: `training_args.bin` (the trainer's arguments, pickled with the run's temporary
+    `output_dir`; the settings are params.yaml's and nothing reads it) is not kept, and the adapter's
+    set-valued fields (`target_modules`), which PEFT writes in the set's order (it changes with
+    Python's string hashing from process to process), are written sorted.
     """
     import shutil
 
@@ -101,7 +127,10 @@ def save_trained(trainer, tokenizer, out: Path) -> None:
     is_peft = hasattr(trainer.model, "peft_config")
     trainer.save_model(str(tmp / "adapter") if is_peft else str(tmp))
     if main:
+        for folder in (tmp, tmp / "adapter"):
+            (folder / "training_args.bin").unlink(missing_ok=True)
         if is_peft:
+            _sort_adapter_sets(tmp / "adapter", trainer.model.peft_config.values())
             merged = merge_adapter(tmp / "adapter")
             merged.generation_config = trainer.model.generation_config
             for name in ("eos_token_id", "pad_token_id"):  # the chat eos the trainer set, as a full model keeps

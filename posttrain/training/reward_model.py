@@ -14,7 +14,7 @@ from typing import Any
 
 from posttrain.errors import UserError
 from posttrain.prompts import load_chat_tokenizer
-from posttrain.training.config import dvclive_callback, trainer_args
+from posttrain.training.config import checkpoint_fields, dvclive_callback, trainer_args
 
 KINDS = ("pointwise", "bradley_terry")
 SCORE_RANGE = (1.0, 10.0)  # UltraFeedback's scale
@@ -155,22 +155,22 @@ def _pair_dataset(rows: list[dict[str, Any]], tokenizer, max_length: int):
 
 
 def make_trainer(kind: str, section: str, cfg, model, tokenizer, train_rows, test_rows, workdir: Path,
-                 live: Path | None):
-    """`Trainer` (pointwise, MSE) or TRL's `RewardTrainer` (bradley_terry) over `cfg.trainer`'s fields."""
-    fields = {"eval_strategy": "epoch", **cfg.trainer}
+                 live: Path | None, saving):
+    """`Trainer` (pointwise, MSE) or TRL's `RewardTrainer` (bradley_terry) over `cfg.trainer`'s fields,
+    checkpointing to `workdir` every `saving.steps` (`saving.save_total_limit` kept) unless they say otherwise."""
+    fields = {"eval_strategy": "epoch", **checkpoint_fields(saving), **cfg.trainer}
     callbacks = [dvclive_callback(live)] if live else None
     if kind == "pointwise":
         from transformers import DataCollatorWithPadding, Trainer, TrainingArguments
 
-        args = trainer_args(TrainingArguments, fields, f"{section}.trainer", workdir, save_strategy="no")
+        args = trainer_args(TrainingArguments, fields, f"{section}.trainer", workdir)
         return Trainer(model=model, args=args, processing_class=tokenizer, callbacks=callbacks,
                        data_collator=DataCollatorWithPadding(tokenizer),
                        train_dataset=_pointwise_dataset(train_rows, tokenizer, cfg.max_length),
                        eval_dataset=_pointwise_dataset(test_rows, tokenizer, cfg.max_length))
     from trl import RewardConfig, RewardTrainer
 
-    args = trainer_args(RewardConfig, fields, f"{section}.trainer", workdir, save_strategy="no",
-                        max_length=cfg.max_length)
+    args = trainer_args(RewardConfig, fields, f"{section}.trainer", workdir, max_length=cfg.max_length)
     return RewardTrainer(model=model, args=args, processing_class=tokenizer, callbacks=callbacks,
                          train_dataset=_pair_dataset(train_rows, tokenizer, cfg.max_length),
                          eval_dataset=_pair_dataset(test_rows, tokenizer, cfg.max_length))

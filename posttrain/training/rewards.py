@@ -67,3 +67,25 @@ def reward_model_reward(model_dir: Path, batch_size: int = 32) -> RewardFunc:
 
     reward.__name__ = f"reward_model_{Path(model_dir).name}"  # TRL logs rewards/<name>/mean
     return reward
+
+
+def judge_reward(judge, name: str, eval_only: bool) -> RewardFunc:
+    """A judge (`posttrain.judges`) as a reward function named `gold_<name>`, meant for weight 0: TRL then logs
+    `rewards/gold_<name>/mean` beside the proxy's, in training and on the held-out evaluations, while the
+    policy trains on the proxy alone (Gao et al.'s over-optimisation picture).
+
+    With `eval_only` (a judge that costs per call, an API) it scores only while the policy is in eval mode,
+    i.e. on the held-out evaluations, and gives NaN in training, which TRL leaves out of every mean; the
+    trainer's model is bound after the trainer is built (`bind`).
+    """
+    bound: dict[str, Any] = {}
+
+    def reward(prompts: Sequence[Any], completions: Sequence[Any], **kwargs: Any) -> list[float]:
+        model = bound.get("model")
+        if eval_only and (model is None or model.training):
+            return [float("nan")] * len(completions)
+        return [float(r) for r in judge.score([prompt_text(p) for p in prompts], [completion_text(c) for c in completions])]
+
+    reward.__name__ = f"gold_{name}"
+    reward.bind = lambda trainer: bound.update(model=trainer.model)  # type: ignore[attr-defined]
+    return reward

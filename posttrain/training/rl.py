@@ -4,18 +4,22 @@ Countdown prompts are the raw prompt template with `target` and `nums` kept as c
 reward; instruction prompts are the system prompt and the user turn, through the chat template.
 `train` fills TRL's config from a trainer section (TRL validates the fields), makes `<|im_end|>` the
 eos of the tokenizer and of the saved generation config, left-pads prompts, and lets vLLM sample on
-a GPU that has it unless `use_vllm` is set.
+a GPU that has it unless `use_vllm` is set. It checkpoints to `<out>.checkpoints` and a rerun resumes
+there (posttrain/training/checkpoints.py): the held-out evaluations keep their schedule, which counts
+global steps, and `eval_on_start` is not repeated.
 """
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
-import tempfile
+import json
 from pathlib import Path
 
 from posttrain.errors import UserError
 from posttrain.prompts import chat_messages, countdown_prompt, load_chat_tokenizer
-from posttrain.training.config import dvclive_callback, save_trained, trainer_args
+from posttrain.training import checkpoints
+from posttrain.training.config import checkpoint_fields, dvclive_callback, save_trained, trainer_args
 from posttrain.training.rewards import RewardFunc
 
 EOS = "<|im_end|>"
@@ -73,8 +77,21 @@ def split_held_out(dataset, held_out: int, section: str, fields: dict):
 
 
 def train(method: str, section: str, fields: dict, model_dir: Path, dataset, reward_funcs: list[RewardFunc],
-          out: Path, live: Path | None, held_out: int = 0) -> None:
-    """Train the policy in `model_dir` on `dataset`'s prompts and save model and tokenizer to `out`."""
+          out: Path, live: Path | None, held_out: int = 0, logged_only: list[RewardFunc] = (),
+          seed: int | None = None, saving=None, inputs: list[Path] = ()) -> None:
+    """Train the policy in `model_dir` on `dataset`'s prompts and save model and tokenizer to `out`.
+
+    `logged_only` reward functions are scored and logged with weight 0 (a gold judge beside the proxy);
+    `seed` replaces the section's `trainer.seed` (and `data_seed`), for a replicate of the run.
+    `saving` (`steps`, `save_total_limit`) sets the checkpoints unless the section's trainer does;
+    `inputs` are other files the rewards read (a reward model), for the checkpoints' fingerprint."""
+    if logged_only:
+        if "reward_weights" in fields:
+            raise UserError(f"params: `{section}.trainer.reward_weights` and a gold judge cannot go together")
+        fields = {**fields, "reward_weights": [1.0] * len(reward_funcs) + [0.0] * len(logged_only)}
+        reward_funcs = [*reward_funcs, *logged_only]
+    if seed is not None:
+        fields = {**fields, "seed": seed, **({"data_seed": seed} if "data_seed" in fields else {})}
     config_cls, trainer_cls = trainer_classes(method)
     missing = [name for name in REQUIRED if name not in fields]
     if missing:
@@ -88,16 +105,22 @@ def train(method: str, section: str, fields: dict, model_dir: Path, dataset, rew
     saved_padding_side = tokenizer.padding_side
     tokenizer.eos_token = EOS  # TRL stops sampling at the tokenizer's eos and the model's generation eos
     tokenizer.padding_side = "left"  # prompts end where completions start (reference.md §6)
-    with tempfile.TemporaryDirectory() as workdir:
-        args = trainer_args(config_cls, {"use_vllm": vllm_usable(), **fields}, f"{section}.trainer", Path(workdir),
-                            save_strategy="no")
-        trainer = trainer_cls(
-            model=str(model_dir),  # a path: with beta > 0 TRL loads the reference from it, the starting point
-            reward_funcs=reward_funcs, args=args, train_dataset=dataset, eval_dataset=eval_dataset,
-            processing_class=tokenizer,
-            callbacks=[dvclive_callback(live)] if live else None,
-        )
-        trainer.train()
-        trainer.model.generation_config.eos_token_id = tokenizer.convert_tokens_to_ids(EOS)
-        tokenizer.padding_side = saved_padding_side
-        save_trained(trainer, tokenizer, out)
+    defaults = {"use_vllm": vllm_usable(), **(checkpoint_fields(saving) if saving else {})}
+    args = trainer_args(config_cls, {**defaults, **fields}, f"{section}.trainer", checkpoints.checkpoint_dir(out))
+    trainer = trainer_cls(
+        model=str(model_dir),  # a path: with beta > 0 TRL loads the reference from it, the starting point
+        reward_funcs=reward_funcs, args=args, train_dataset=dataset, eval_dataset=eval_dataset,
+        processing_class=tokenizer,
+        callbacks=[dvclive_callback(live)] if live else None,
+    )
+    for func in reward_funcs:
+        if hasattr(func, "bind"):
+            func.bind(trainer)
+    rows = hashlib.sha256(json.dumps([dataset.to_list(), eval_dataset.to_list() if eval_dataset else None],
+                                     sort_keys=True).encode()).hexdigest()
+    settings = {"prompts": rows, "rewards": [getattr(f, "__name__", repr(f)) for f in reward_funcs]}
+    checkpoints.train(trainer, section, settings, [model_dir, *inputs], live)
+    trainer.model.generation_config.eos_token_id = tokenizer.convert_tokens_to_ids(EOS)
+    tokenizer.padding_side = saved_padding_side
+    save_trained(trainer, tokenizer, out)
+    checkpoints.remove(trainer)
