@@ -5,8 +5,6 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import json
-import random
-from math import comb
 from pathlib import Path
 
 import pytest
@@ -215,23 +213,6 @@ def test_vllm_gets_one_seeded_request_per_prompt_with_every_setting(tiny_model, 
     assert [(r["prompt_id"], r["sample"], r["text"]) for r in rows] == [
         (i, k, f"{i}.{k}") for i in range(len(TASKS)) for k in range(d.n)]
     assert {(r["backend"], r["repetition_penalty"]) for r in rows} == {("vllm", 1.1)}
-
-
-@pytest.mark.parametrize("n, c, k", [(8, 0, 1), (8, 8, 8), (8, 3, 1), (8, 3, 4), (10, 1, 10), (5, 2, 3)])
-def test_pass_at_k_matches_enumeration(n, c, k):
-    outcomes = [1] * c + [0] * (n - c)
-    subsets = list(itertools.combinations(outcomes, k))
-    assert countdown_eval.pass_at_k(n, c, k) == pytest.approx(sum(max(s) for s in subsets) / len(subsets))
-
-
-def test_expected_best_of_k_matches_enumeration():
-    rng = random.Random(0)
-    for _ in range(20):
-        rewards = [rng.choice([0.0, 0.1, 1.0]) for _ in range(rng.randint(1, 8))]
-        for k in range(1, len(rewards) + 1):
-            subsets = list(itertools.combinations(rewards, k))
-            expected = sum(max(s) for s in subsets) / comb(len(rewards), k)
-            assert countdown_eval.expected_best_of_k(rewards, k) == pytest.approx(expected)
 
 
 def test_score_metrics_from_known_completions():
