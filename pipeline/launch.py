@@ -20,9 +20,9 @@ The module's exit status comes back unchanged, so a `UserError` still ends in on
 Signals: Ctrl-C (SIGINT) and SIGTERM reach every process. torchrun, which `accelerate launch` runs, sends
 the signal it gets on to each worker (they run in sessions of their own, out of the terminal's reach) and
 kills any still running 30 s later; a training stage then stops (SIGTERM: after saving a checkpoint,
-posttrain/training/checkpoints.py) and the launcher exits 128 + the signal, in one line. The launcher
-also asks Linux for a SIGTERM when its parent dies: `dvc repro` ignores SIGINT while a stage runs and
-dies on SIGTERM without passing it on, which would leave the stage training on as an orphan.
+posttrain/training/checkpoints.py) and the launcher exits 128 + the signal, in one line. `dvc repro`
+ignores SIGINT while a stage runs and dies on SIGTERM without passing it on, which would leave the stage
+training on as an orphan: the launcher stops as on SIGTERM when the dvc that runs it dies (die_with_dvc).
 """
 
 from __future__ import annotations
@@ -35,6 +35,8 @@ import runpy
 import signal
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 from pipeline import params
@@ -100,19 +102,65 @@ def worker_status(err: subprocess.CalledProcessError | Exception) -> int:
     return min(err.failures.values(), key=lambda f: (f.timestamp, f.exitcode < 0)).exitcode
 
 
-def die_with_parent() -> None:
-    """Have Linux send this process SIGTERM when its parent (`dvc repro`) dies; elsewhere, nothing."""
+def die_with_dvc() -> None:
+    """Stop, as on SIGTERM, when the `dvc` process that runs this stage dies; elsewhere than Linux, nothing.
+
+    Linux sends this process SIGTERM when its parent dies (PR_SET_PDEATHSIG). The parent is `dvc repro`
+    only where the shell dvc runs the command with ($SHELL, or /bin/sh where SHELL is unset) replaces
+    itself with a lone command: bash does, dash does not, and a dash left behind outlives dvc. So when a
+    shell stands between, a daemon thread also watches every process up to dvc, once a second.
+    """
     if not sys.platform.startswith("linux"):
         return
     import ctypes
 
     pr_set_pdeathsig = 1
     ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM, 0, 0, 0)
+    if "DVC_STAGE" not in os.environ:  # dvc sets it for every command it runs
+        return
+    import psutil
+
+    chain = []
+    for proc in psutil.Process().parents():
+        chain.append(proc)
+        if _is_dvc(proc):
+            break
+    else:
+        return  # no dvc above this process (a queued `dvc exp run` worker): nothing more to watch
+    if len(chain) == 1:
+        return  # dvc is the parent: the kernel's signal covers it
+
+    def watch() -> None:
+        while all(_alive(proc) for proc in chain):
+            time.sleep(1)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="die-with-dvc", daemon=True).start()
+
+
+def _is_dvc(proc) -> bool:
+    """Whether `proc` runs dvc: `dvc ...` (an interpreter running the `dvc` script) or `python -m dvc ...`."""
+    import psutil
+
+    try:
+        return "dvc" in [Path(arg).name for arg in proc.cmdline()[:3]]
+    except psutil.Error:
+        return False
+
+
+def _alive(proc) -> bool:
+    """Whether `proc` still runs: a process that exited but was not waited for yet (a zombie) does not."""
+    import psutil
+
+    try:
+        return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
 
 
 def launch(module: str, module_args: list[str]) -> None:
     """Run `module` with `module_args` in `params.launch.num_processes` processes through accelerate."""
-    die_with_parent()
+    die_with_dvc()
     settings = params.load().launch
     check(settings, module)
     if settings.num_processes == 1 and settings.config_file is None:

@@ -34,9 +34,9 @@ def workspace(tmp_path: Path, tiny_model: Path, num_processes: int) -> Path:
     return tmp_path
 
 
-def start(cmd: list[str], cwd: Path) -> subprocess.Popen:
+def start(cmd: list[str], cwd: Path, **env_vars: str) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", "CUDA_VISIBLE_DEVICES": "",
-           "OMP_NUM_THREADS": "1"}
+           "OMP_NUM_THREADS": "1", **env_vars}
     # a session of its own: the test plays the terminal, whose Ctrl-C goes to the whole foreground group
     return subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             start_new_session=True)
@@ -90,14 +90,18 @@ def test_sigterm_then_ctrl_c_stop_every_process_of_a_two_process_launch(tmp_path
 
 
 @pytest.mark.slow
-def test_sigterm_to_dvc_repro_stops_the_stage_with_a_checkpoint(tmp_path, tiny_model):
-    """`dvc repro` dies on SIGTERM without passing it on; the launcher asked Linux for it when its parent dies."""
+@pytest.mark.parametrize("shell", ["/bin/sh", "/bin/bash"])
+def test_sigterm_to_dvc_repro_stops_the_stage_with_a_checkpoint(tmp_path, tiny_model, shell):
+    """`dvc repro` dies on SIGTERM without passing it on; the stage stops when dvc is gone. dvc runs the
+    command through $SHELL: bash replaces itself with the command, dash (/bin/sh here) stays between."""
+    if not Path(shell).exists():
+        pytest.skip(f"{shell} not installed")
     ws = workspace(tmp_path, tiny_model, num_processes=1)
     subprocess.run([sys.executable, "-m", "dvc", "init", "--no-scm", "-q"], cwd=ws, check=True)
     stage = {"cmd": f"{sys.executable} -m pipeline.launch {ARGS[0]} --model {tiny_model} {' '.join(ARGS[1:])}",
              "deps": ["train.jsonl"], "outs": ["out"]}
     (ws / "dvc.yaml").write_text(yaml.safe_dump({"stages": {"sft": stage}}))
-    proc = start([sys.executable, "-m", "dvc", "repro", "-q"], ws)
+    proc = start([sys.executable, "-m", "dvc", "repro", "-q"], ws, SHELL=shell)
     wait_for_checkpoint(proc, ws / "out.checkpoints")
     stop(proc, lambda p: p.send_signal(signal.SIGTERM))
     deadline = time.monotonic() + 60
