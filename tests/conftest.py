@@ -100,3 +100,13 @@ def tiny_model(tmp_path_factory) -> Path:
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
     return out
+
+
+@pytest.fixture(scope="session")
+def pipeline_runs(tmp_path_factory):
+    """The smoke and paper `dvc repro` runs, started together (tests/pipeline_runs.py)."""
+    from tests.pipeline_runs import PipelineRuns
+
+    runs = PipelineRuns(tmp_path_factory.mktemp("pipelines"))
+    yield runs
+    runs.close()

@@ -19,58 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import copy_repo
-from tests.fake_openai_server import FakeRewardServer
-from tests.hub_standins import write_standins
 
 pytestmark = pytest.mark.slow
-
-# Only sizes and step counts: every other setting stays the paper profile's.
-SIZES = [
-    "countdown.train_rows=[0,300]", "countdown.eval_rows=[300,400]", "countdown.n_eval=12",
-    "instruct.sft_train=40", "instruct.sft_test=10", "instruct.prefs_train=40", "instruct.prefs_test=10",
-    "instruct.gen_train=24", "instruct.gen_test=10",
-    "synthetic.n=12", "distill.prompts=12",
-    "sft_countdown.trainer.num_train_epochs=1", "sft_synthetic.trainer.num_train_epochs=1",
-    "sft_distill.trainer.num_train_epochs=1",
-    # one optimizer step of 32 x 8, evaluated and saved at it: the early-stopping path runs
-    "sft_instruct.trainer.eval_steps=1", "sft_instruct.trainer.save_steps=1",
-    "sft_instruct_lora.trainer.num_train_epochs=1", "sft_instruct_lora.trainer.eval_steps=2",
-    "sft_instruct_lora.trainer.save_steps=2",
-    "sft_instruct_lp.trainer.num_train_epochs=1", "sft_instruct_lp.trainer.eval_steps=5",
-    "sft_instruct_lp.trainer.save_steps=5", "sft_instruct_lp.length_penalty.every=2",
-    "sft_instruct_lp.length_penalty.max_new_tokens=16",
-    "dpo_lora.trainer.num_train_epochs=1",
-    *[f"{section}.trainer.{field}" for section in ("rloo_countdown", "grpo_countdown")
-      for field in ("max_steps=2", "eval_steps=2", "max_completion_length=16", "per_device_eval_batch_size=16")],
-    "rloo_countdown.held_out=2", "grpo_countdown.held_out=2",
-    *[f"{section}.trainer.{field}" for section in ("rloo_instruct", "grpo_instruct")
-      for field in ("max_steps=2", "eval_steps=2", "max_completion_length=16")],
-    "rloo_instruct.held_out=4", "grpo_instruct.held_out=4",
-    "reward_pointwise.trainer.num_train_epochs=1", "reward_bt.trainer.num_train_epochs=1",
-    "generate.greedy.max_new_tokens=16", "generate.teacher.max_new_tokens=16", "generate.instruct.max_new_tokens=16",
-    "generate.sweep.n=2", "generate.sweep.max_new_tokens=16", "generate.sweep.temperatures=[0.7,1.0]",
-    "generate.sweep.prompts=6", "score.best_of=[1,2]", "evaluation.text_rows=6",
-    # Random teachers solve no puzzle: the student learns from every answer they give
-    "distill.verified_only=false",
-]
-
-
-def sources(standins: dict[str, Path], base_url: str) -> list[str]:
-    """The paper profile's hub ids replaced by the stand-ins' folders, and the API judge by the fake server."""
-    return [
-        f"base_model.source={standins['base']}",
-        f"hub_models.qwen_instruct.id={standins['instruct']}",
-        f"hub_models.qwen_math_1_5b.id={standins['math_1_5b']}",
-        f"hub_models.qwen_3b.id={standins['qwen_3b']}",
-        f"hub_models.deberta_rm.id={standins['deberta_rm']}",
-        f"hub_models.distilbert.id={standins['distilbert']}",
-        f"countdown.tasks_source={standins['countdown']}",
-        f"countdown.warmstart_source={standins['warmstart']}",
-        f"instruct.smoltalk_source={standins['smoltalk']}",
-        f"instruct.ultrafeedback_source={standins['ultrafeedback']}",
-        f"evaluation.judges.nemotron.base_url={base_url}",
-    ]
 
 
 def run(cmd: list[str], cwd: Path, env: dict[str, str]) -> str:
@@ -80,23 +30,9 @@ def run(cmd: list[str], cwd: Path, env: dict[str, str]) -> str:
 
 
 @pytest.fixture(scope="module")
-def paper(tmp_path_factory):
-    """The repo copy after `dvc repro` on the paper profile at stand-in size, and its environment."""
-    tmp = tmp_path_factory.mktemp("paper")
-    standins = write_standins(tmp / "hub")
-    dest = tmp / "repo"
-    copy_repo(dest)
-    env = {**os.environ, "DVC_NO_ANALYTICS": "1", "HF_HUB_OFFLINE": "1", "NVIDIA_API_KEY": "nvapi-test-key",
-           "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
-    with FakeRewardServer() as server:
-        run(["git", "init", "-q"], dest, env)
-        run([sys.executable, "-m", "pipeline.compose_params", "profile=paper", *sources(standins, server.base_url),
-             *SIZES], dest, env)
-        run(["git", "add", "-A"], dest, env)
-        run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "paper on stand-ins"], dest, env)
-        out = run(["dvc", "repro"], dest, env)
-        status = run(["dvc", "status"], dest, env)
-        yield {"repo": dest, "repro": out, "status": status, "server": server, "standins": standins}
+def paper(pipeline_runs):
+    """The repo copy after `dvc repro` on the paper profile at stand-in size (tests/pipeline_runs.py)."""
+    return pipeline_runs.result("paper")
 
 
 def test_every_stage_of_the_paper_dag_ran(paper):

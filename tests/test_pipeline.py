@@ -14,8 +14,6 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import copy_repo
-
 pytestmark = pytest.mark.slow
 
 
@@ -27,16 +25,9 @@ def run(cmd: list[str], cwd: Path) -> str:
 
 
 @pytest.fixture(scope="module")
-def repo(tmp_path_factory) -> Path:
-    """The project's files (tracked and new, not ignored) in a new git repo, on the smoke profile."""
-    dest = tmp_path_factory.mktemp("e2e") / "repo"
-    copy_repo(dest)
-    run(["git", "init", "-q"], dest)
-    run([sys.executable, "-m", "pipeline.compose_params", "profile=smoke"], dest)
-    run(["git", "add", "-A"], dest)
-    run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "smoke"], dest)
-    run(["dvc", "repro"], dest)
-    return dest
+def repo(pipeline_runs) -> Path:
+    """The project's files in a new git repo, on the smoke profile, after `dvc repro` (tests/pipeline_runs.py)."""
+    return pipeline_runs.result("smoke")["repo"]
 
 
 COUNTDOWN_MODELS = ["base", "sft_countdown", "sft_synthetic", "rloo_countdown", "grpo_countdown", "distill_synthetic"]

@@ -55,11 +55,12 @@ def test_reward_model_reward_scores_as_the_reward_model_stage_does(tiny_model, t
     assert reward.__name__ == "reward_model_rm"
     responses = ["<answer>1 + 2 + 3</answer>", "x", "yy"]
     text = reward(prompts=["Say hi."] * 3, completions=responses, completion_ids=None, trainer_state=None)
-    assert text == pytest.approx(score_pairs(tmp_path / "rm", ["Say hi."] * 3, responses))
+    # batches pad differently: float sums differ in the 7th digit (CPU kernels pick their order by shape)
+    assert text == pytest.approx(score_pairs(tmp_path / "rm", ["Say hi."] * 3, responses), rel=1e-4, abs=1e-6)
     assert len(set(text)) == 3 and all(type(r) is float for r in text)
     chat = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Say hi."}]
     turns = [[{"role": "assistant", "content": r}] for r in responses]
-    assert reward(prompts=[chat] * 3, completions=turns) == pytest.approx(text)  # the user turn is what it reads
+    assert reward(prompts=[chat] * 3, completions=turns) == pytest.approx(text, rel=1e-4, abs=1e-6)  # reads the user turn
 
 
 def test_countdown_prompts_keep_the_puzzle_for_the_reward():
