@@ -66,23 +66,6 @@ def sources(standins: dict[str, Path], base_url: str) -> list[str]:
     ]
 
 
-def sources(standins: dict[str, Path], base_url: str) -> list[str]:
-    """The paper profile's hub ids replaced by the stand-ins' folders, and the API judge by the fake server."""
-    return [
-        f"base_model.source={standins['base']}",
-        f"hub_models.qwen_instruct.id={standins['instruct']}",
-        f"hub_models.qwen_math_1_5b.id={standins['math_1_5b']}",
-        f"hub_models.qwen_3b.id={standins['qwen_3b']}",
-        f"hub_models.deberta_rm.id={standins['deberta_rm']}",
-        f"hub_models.distilbert.id={standins['distilbert']}",
-        f"countdown.tasks_source={standins['countdown']}",
-        f"countdown.warmstart_source={standins['warmstart']}",
-        f"instruct.smoltalk_source={standins['smoltalk']}",
-        f"instruct.ultrafeedback_source={standins['ultrafeedback']}",
-        f"evaluation.judges.nemotron.base_url={base_url}",
-    ]
-
-
 def environment(api_key: str | None = None) -> dict[str, str]:
     env = {**os.environ, "DVC_NO_ANALYTICS": "1", "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1",
            "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
@@ -125,7 +108,7 @@ class PipelineRuns:
         self.results: dict[str, dict] | None = None
 
     def result(self, name: str) -> dict:
-        """{"repo", "repro" (its output), "status" (`dvc status` after it), "server", "standins"} of one run."""
+        """{"repo", "repro" (its output), "server", "standins"} of one run."""
         if self.results is None:
             self.results = {}
             for key, proc in self.procs.items():
@@ -136,8 +119,7 @@ class PipelineRuns:
         out = self.results[name]
         assert out["returncode"] == 0, f"dvc repro ({name}) failed:\n{out['repro'][-6000:]}"
         repo = self.repos[name]
-        return {"repo": repo, "repro": out["repro"], "status": run(["dvc", "status"], repo), "server": self.server,
-                "standins": self.standins}
+        return {"repo": repo, "repro": out["repro"], "server": self.server, "standins": self.standins}
 
     def close(self) -> None:
         for proc in self.procs.values():

@@ -13,26 +13,20 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
+from tests.pipeline_runs import run
 
 pytestmark = pytest.mark.slow
 
 
-def run(cmd: list[str], cwd: Path, env: dict[str, str]) -> str:
-    result = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, check=False)
-    assert result.returncode == 0, f"{' '.join(cmd)} failed:\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}"
-    return result.stdout
-
-
 @pytest.fixture(scope="module")
 def paper(pipeline_runs):
-    """The repo copy after `dvc repro` on the paper profile at stand-in size (tests/pipeline_runs.py)."""
-    return pipeline_runs.result("paper")
+    """The repo copy after `dvc repro` on the paper profile at stand-in size (tests/pipeline_runs.py), and
+    `dvc status` after it."""
+    out = pipeline_runs.result("paper")
+    return {**out, "status": run(["dvc", "status"], out["repo"])}
 
 
 def test_every_stage_of_the_paper_dag_ran(paper):
