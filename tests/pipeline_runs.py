@@ -5,6 +5,9 @@ Each is a fresh git repo holding a copy of the project. Their stages are short a
 (imports, model loads, a few optimizer steps), so the two `dvc repro` runs go at once, one thread each
 (OMP_NUM_THREADS=1), while the test session waits: on two cores that takes about the time of the longer
 one, not of both. Nothing else runs meanwhile, so no timed test shares the cores with them.
+
+The smoke run's processes report every module they import (PYTHONPROFILEIMPORTTIME, on stderr): `result`
+gives each stage's imports apart from the rest of the output, which keeps DVC's own.
 """
 
 from __future__ import annotations
@@ -89,6 +92,22 @@ def new_repo(dest: Path, compose: list[str]) -> Path:
     return dest
 
 
+def split_imports(log: str) -> tuple[str, dict[str, set[str]]]:
+    """(the log without `import time:` lines, {stage: the top-level modules imported while it ran})."""
+    kept, imports, stage = [], {}, None
+    for line in log.splitlines(keepends=True):
+        if line.startswith("import time:"):
+            module = line.rsplit("|", 1)[1].strip()
+            if stage is not None and module != "imported package":
+                imports[stage].add(module.split(".")[0])
+            continue
+        if line.startswith("Running stage '"):
+            stage = line.split("'")[1]
+            imports[stage] = set()
+        kept.append(line)
+    return "".join(kept), imports
+
+
 class PipelineRuns:
     """Both repos set up, both `dvc repro` started at once; `result(name)` waits for both."""
 
@@ -101,25 +120,27 @@ class PipelineRuns:
                                                        *SIZES]),
         }
         self.logs = {name: (repo.parent / "repro.log").open("w+") for name, repo in self.repos.items()}
-        envs = {"smoke": environment(), "paper": environment(api_key="nvapi-test-key")}  # for the fake server
+        envs = {"smoke": {**environment(), "PYTHONPROFILEIMPORTTIME": "1"}, "paper": environment(api_key="nvapi-test-key")}  # for the fake server
         self.procs = {name: subprocess.Popen(["dvc", "repro"], cwd=repo, env=envs[name], stdout=self.logs[name],
                                              stderr=subprocess.STDOUT, text=True)
                       for name, repo in self.repos.items()}
         self.results: dict[str, dict] | None = None
 
     def result(self, name: str) -> dict:
-        """{"repo", "repro" (its output), "server", "standins"} of one run."""
+        """{"repo", "repro" (its output), "imports" ({stage: top-level modules}), "server", "standins"}."""
         if self.results is None:
             self.results = {}
             for key, proc in self.procs.items():
                 proc.wait()
                 self.logs[key].seek(0)
-                self.results[key] = {"returncode": proc.returncode, "repro": self.logs[key].read()}
+                output, imports = split_imports(self.logs[key].read())
+                self.results[key] = {"returncode": proc.returncode, "repro": output, "imports": imports}
             self.server.__exit__(None, None, None)  # it keeps what it saw (`authorization`) for the tests
         out = self.results[name]
         assert out["returncode"] == 0, f"dvc repro ({name}) failed:\n{out['repro'][-6000:]}"
         repo = self.repos[name]
-        return {"repo": repo, "repro": out["repro"], "server": self.server, "standins": self.standins}
+        return {"repo": repo, "repro": out["repro"], "imports": out["imports"], "server": self.server,
+                "standins": self.standins}
 
     def close(self) -> None:
         for proc in self.procs.values():

@@ -90,6 +90,21 @@ def test_repro_writes_metrics_and_report(repo):
     assert "metrics/countdown/rloo_countdown.json" in json.dumps(shown)
 
 
+# Stages that read no model: they must not pay for importing torch (issue 13's fixed costs).
+MODEL_FREE = ("prepare_countdown", "prepare_instruct", "synthetic", "distill_prompts", "distill_collect",
+              "score_countdown", "score_sweep", "score_seed", "judge_reference", "judge_instruct", "report")
+
+
+def test_model_free_stages_import_no_torch(pipeline_runs):
+    imports = pipeline_runs.result("smoke")["imports"]
+    kinds = {stage.split("@")[0] for stage in imports}
+    assert set(MODEL_FREE) - {"score_seed"} <= kinds, sorted(kinds)  # score_seed runs only with train_seeds
+    assert "torch" in imports["generate_countdown@sft_countdown"]  # the stages' imports are seen
+    heavy = {stage: sorted(imports[stage] & {"torch", "transformers", "trl", "dvclive", "datasets"})
+             for stage in imports if stage.split("@")[0] in MODEL_FREE}
+    assert not any(heavy.values()), {stage: modules for stage, modules in heavy.items() if modules}
+
+
 def test_second_repro_does_nothing(repo):
     out = run(["dvc", "repro"], repo)
     assert "Running stage" not in out
