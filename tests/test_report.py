@@ -286,7 +286,7 @@ def test_the_instruction_tables_show_win_rate_metrics():
 
 @pytest.mark.parametrize("gold, verdict", [
     ([6.0, 6.5, 6.2, 5.9], "over-optimised: the proxy rose, the gold stalled or fell"),
-    ([6.0, 6.8, 7.1, 6.9], "over-optimising: the proxy rose, the gold peaked at step 10"),
+    ([6.0, 6.8, 7.1, 6.9], "over-optimising: the proxy rose, the gold peaked at evaluation 3 of 4"),
     ([6.0, 6.2, 6.4, 6.6], "the proxy and the gold rose together"),
 ])
 def test_the_report_shows_the_proxy_against_the_gold(gold, verdict, tree, monkeypatch):

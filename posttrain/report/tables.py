@@ -129,7 +129,8 @@ def overoptimisation_rows(curves: list[dict]) -> list[dict]:
         elif gold[-1] <= gold[0]:
             verdict = "over-optimised: the proxy rose, the gold stalled or fell"
         elif peak < len(gold) - 1:
-            verdict = f"over-optimising: the proxy rose, the gold peaked at step {c['steps'][peak]:g}"
+            # DVCLive's step counts log calls, not optimizer steps: the evaluation's number cannot be misread.
+            verdict = f"over-optimising: the proxy rose, the gold peaked at evaluation {peak + 1} of {len(gold)}"
         else:
             verdict = "the proxy and the gold rose together"
         rows.append({"stage": c["stage"], "proxy": c["proxy_name"], "gold": c["gold_name"],
