@@ -120,7 +120,8 @@ class PipelineRuns:
                                                        *SIZES]),
         }
         self.logs = {name: (repo.parent / "repro.log").open("w+") for name, repo in self.repos.items()}
-        envs = {"smoke": {**environment(), "PYTHONPROFILEIMPORTTIME": "1"}, "paper": environment(api_key="nvapi-test-key")}  # for the fake server
+        envs = {"smoke": {**environment(), "PYTHONPROFILEIMPORTTIME": "1"},
+                "paper": environment(api_key="nvapi-test-key")}  # for the fake server
         self.procs = {name: subprocess.Popen(["dvc", "repro"], cwd=repo, env=envs[name], stdout=self.logs[name],
                                              stderr=subprocess.STDOUT, text=True)
                       for name, repo in self.repos.items()}
