@@ -94,6 +94,15 @@ def command(stage: str, workspace: Path, model: Path, out: str) -> list[str]:
             "--model", str(model), *extra, "--out", out, "--live", f"live_{out}"]
 
 
+def marked(workdir: Path) -> list[Path]:
+    """The checkpoints marked complete so far. transformers' `Trainer` creates the folder when it is built and
+    the stage deletes and remakes it when it holds no fingerprint, so it may vanish while being listed."""
+    try:
+        return list(workdir.glob(f"checkpoint-*/{checkpoints.MARKER}"))
+    except FileNotFoundError:
+        return []
+
+
 def run(cmd: list[str], cwd: Path, stop: signal.Signals | None = None, sleep: float = 0.0) -> tuple[int, str]:
     """Run `cmd`; with `stop`, send that signal once a checkpoint is marked complete. (status, output)."""
     env = {**os.environ, "PYTHONPATH": str(ROOT), "STEP_SLEEP": str(sleep), "OMP_NUM_THREADS": "1",
@@ -102,7 +111,7 @@ def run(cmd: list[str], cwd: Path, stop: signal.Signals | None = None, sleep: fl
     if stop is not None:
         workdir = cwd / (cmd[cmd.index("--out") + 1] + ".checkpoints")
         deadline = time.monotonic() + 300
-        while not list(workdir.glob(f"checkpoint-*/{checkpoints.MARKER}")):
+        while not marked(workdir):
             assert proc.poll() is None, f"the run ended before its first checkpoint:\n{proc.communicate()[0]}"
             assert time.monotonic() < deadline, "no checkpoint within 300 s"
             time.sleep(0.02)
