@@ -6,8 +6,10 @@
 
 A stage's time runs from DVC's "Running stage 'X'" line to the next stage's (the last one's to the
 end), so it includes what DVC does around the command: hashing the outputs, caching them and
-rewriting `dvc.lock`. The table lists the stages by kind (the name before `@`), slowest first, with
-the total; `--save FILE` keeps the timed log (one `<seconds since start>\\t<line>` per line).
+rewriting `dvc.lock`. A stage that loads a model prints how long its process took to be ready to
+work (`posttrain.startup`: Python, imports, data, the model load); that is its start-up, the rest of its
+command is work. The table lists the stages by kind (the name before `@`), slowest first, with the
+total; `--save FILE` keeps the timed log (one `<seconds since start>\\t<line>` per line).
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ import sys
 import time
 from collections import defaultdict
 from pathlib import Path
+
+from posttrain import startup
 
 MARK = "Running stage '"
 
@@ -32,28 +36,36 @@ def timed_lines(argv: list[str]):
     yield time.monotonic() - start, f"# exit {proc.returncode}"
 
 
-def stage_times(lines) -> tuple[dict[str, float], float]:
-    """{stage: seconds} and the total, from (seconds, line) pairs."""
-    times, current, began, end = {}, None, 0.0, 0.0
+def stage_times(lines) -> tuple[dict[str, float], float, dict[str, float]]:
+    """{stage: seconds}, the total and {stage: start-up seconds} (stages that print it), from (seconds, line)."""
+    times, startups, current, began, end = {}, {}, None, 0.0, 0.0
     for t, line in lines:
         end = t
         if line.startswith(MARK):
             if current is not None:
                 times[current] = t - began
             current, began = line[len(MARK):].split("'")[0], t
+        elif current is not None and current not in startups and line.startswith(startup.PREFIX):
+            startups[current] = float(line[len(startup.PREFIX):].split()[0])
     if current is not None:
         times[current] = end - began
-    return times, end
+    return times, end, startups
 
 
-def table(times: dict[str, float], total: float) -> str:
-    kinds: dict[str, list[float]] = defaultdict(list)
-    for name, seconds in times.items():
-        kinds[name.split("@")[0]].append(seconds)
-    rows = sorted(kinds.items(), key=lambda kv: -sum(kv[1]))
-    out = ["| stage kind | stages | total (s) | mean (s) | slowest (s) |", "|---|---|---|---|---|"]
-    out += [f"| {k} | {len(v)} | {sum(v):.1f} | {sum(v) / len(v):.1f} | {max(v):.1f} |" for k, v in rows]
-    out.append(f"| all | {len(times)} | {total:.1f} | | |")
+def table(times: dict[str, float], total: float, startups: dict[str, float] | None = None) -> str:
+    """Markdown: per stage kind, the stages' total, mean and slowest time, and their mean start-up where printed."""
+    startups = startups or {}
+    kinds: dict[str, list[str]] = defaultdict(list)
+    for name in times:
+        kinds[name.split("@")[0]].append(name)
+    rows = sorted(kinds.items(), key=lambda kv: -sum(times[n] for n in kv[1]))
+    out = ["| stage kind | stages | total (s) | mean (s) | slowest (s) | start-up, mean (s) |", "|---|---|---|---|---|---|"]
+    for kind, names in rows:
+        spent = [times[n] for n in names]
+        ready = [startups[n] for n in names if n in startups]
+        up = f"{sum(ready) / len(ready):.1f}" if ready else ""
+        out.append(f"| {kind} | {len(spent)} | {sum(spent):.1f} | {sum(spent) / len(spent):.1f} | {max(spent):.1f} | {up} |")
+    out.append(f"| all | {len(times)} | {total:.1f} | | | {sum(startups.values()):.1f} in all |")
     return "\n".join(out)
 
 
@@ -72,8 +84,8 @@ def main() -> None:
             lines.append((t, line))
         if args.save:
             args.save.write_text("".join(f"{t:.2f}\t{line}\n" for t, line in lines))
-    times, total = stage_times(lines)
-    print(table(times, total))
+    times, total, startups = stage_times(lines)
+    print(table(times, total, startups))
     if lines and lines[-1][1].startswith("# exit") and lines[-1][1] != "# exit 0":
         sys.exit(1)
 

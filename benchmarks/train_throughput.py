@@ -172,6 +172,7 @@ def variants(method: str, p: params.Params, section_name: str, steps: int, model
         return {
             "plain TRL": lambda w: measured(method, lambda T: plain_sft(T, base, model, rows, w)),
             "stage": stage(base),
+            "stage, bf16 autocast": stage({**base, "bf16": True}),
             "stage, padding-free": stage({**base, "padding_free": True, "max_length": None}),
             "stage, packed": stage({**base, "packing": True, "per_device_train_batch_size": max(1, batch // per_row)}),
         }

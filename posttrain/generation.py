@@ -23,6 +23,7 @@ from typing import Any
 from tqdm import tqdm
 
 from posttrain.data_io import read_jsonl, validate
+from posttrain import startup
 from posttrain.errors import UserError
 from posttrain.prompts import chat_prompt, countdown_prompt, load_chat_tokenizer
 from posttrain.schemas import COUNTDOWN_TASK, INSTRUCT_PROMPT, REFERENCE_ANSWER
@@ -98,6 +99,7 @@ def generate_transformers(model_dir: Path, prompts: list[str], d, batch_size: in
     # `generate` fills each setting a config leaves unset from the model's own generation_config: with
     # that replaced too, only the decoding's settings and the library's neutral defaults remain.
     model.generation_config = config
+    startup.ready("generating")
     torch.manual_seed(seed)
     skip = 0
     if journal is not None:
@@ -158,6 +160,7 @@ def generate_vllm(model_dir: Path, prompts: list[str], d, seed: int,
     from vllm import LLM, SamplingParams
 
     llm = LLM(model=str(model_dir), seed=seed)
+    startup.ready("generating")
     stops = stop_ids(llm.get_tokenizer())
     # One SamplingParams per prompt (vLLM pairs a list with the prompts), each with its own seed. Every
     # setting is given, so none comes from the model's generation_config; top_k 0 is off.

@@ -36,6 +36,8 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from posttrain import startup
+
 MARKER = "checkpoint_complete"
 FINGERPRINT = "fingerprint.json"
 LIVE_COPY = "dvclive"
@@ -217,6 +219,7 @@ def train(trainer, name: str, settings: Any, inputs: list[Path | None], live: Pa
     trainer.args.restore_callback_states_from_checkpoint = True  # the early-stopping counter
     checkpointing = callback(live)
     trainer.add_callback(checkpointing)
+    startup.ready("training")
     try:
         trainer.train(resume_from_checkpoint=str(resume) if resume is not None else None)
     except KeyboardInterrupt:
