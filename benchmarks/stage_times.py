@@ -65,7 +65,8 @@ def table(times: dict[str, float], total: float, startups: dict[str, float] | No
         ready = [startups[n] for n in names if n in startups]
         up = f"{sum(ready) / len(ready):.1f}" if ready else ""
         out.append(f"| {kind} | {len(spent)} | {sum(spent):.1f} | {sum(spent) / len(spent):.1f} | {max(spent):.1f} | {up} |")
-    out.append(f"| all | {len(times)} | {total:.1f} | | | {sum(startups.values()):.1f} in all |")
+    up = f"{sum(startups.values()):.1f} in all" if startups else ""
+    out.append(f"| all | {len(times)} | {total:.1f} | | | {up} |")
     return "\n".join(out)
 
 

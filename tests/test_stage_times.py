@@ -23,6 +23,7 @@ def test_stage_times_from_dvc_output():
     assert "| generate | 2 | 8.5 | 4.2 | 6.5 | 2.0 |" in text and text.splitlines()[2].startswith("| generate |")
     assert "| prepare | 1 | 3.0 | 3.0 | 3.0 |  |" in text and text.splitlines()[-1] == "| all | 3 | 12.5 | | | 4.0 in all |"
     assert stage_times([]) == ({}, 0.0, {})
+    assert table(times, total).splitlines()[-1] == "| all | 3 | 12.5 | | |  |"  # a log without start-up lines
 
 
 def test_the_start_up_line_is_printed_once_and_counts_from_the_process_start():
