@@ -10,7 +10,6 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -234,24 +233,33 @@ def test_a_missing_key_names_the_variable(monkeypatch):
         judges.make_judge("nemotron", model=MODEL, base_url="http://127.0.0.1:9/v1")
 
 
-def test_the_cache_takes_concurrent_writers(tmp_path):
-    path = tmp_path / "cache.sqlite"
-
-    def write(offset: int) -> None:
+def _write_rows(args: tuple[str, int]) -> str | None:
+    """A writer process: opens the cache and puts 10 rewards from `offset`; the error it met, if any."""
+    path, offset = args
+    try:
         cache = judges.RewardCache(path)
-        for i in range(offset, offset + 60):
+        for i in range(offset, offset + 10):
             cache.put(judges.RewardCache.key("j", "m", f"p{i}", "r"), "j", "m", float(i))
         cache.close()
+    except Exception as err:  # noqa: BLE001 - reported to the test, which fails on it
+        return f"{type(err).__name__}: {err}"
+    return None
 
-    threads = [threading.Thread(target=write, args=(k * 30,)) for k in range(3)]  # overlapping key ranges
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    cache = judges.RewardCache(path)
-    assert cache.get([judges.RewardCache.key("j", "m", f"p{i}", "r") for i in range(120)]) == {
-        judges.RewardCache.key("j", "m", f"p{i}", "r"): float(i) for i in range(120)}
-    cache.close()
+
+def test_the_cache_takes_concurrent_writers(tmp_path):
+    """Writers that open a new cache file at the same moment: SQLite refuses one of them at once ("database is
+    locked": turning the file to WAL does not wait) unless the cache tries again: 3 of 60 such starts failed."""
+    import multiprocessing
+
+    keys = [judges.RewardCache.key("j", "m", f"p{i}", "r") for i in range(35)]
+    with multiprocessing.get_context("fork").Pool(6) as pool:
+        for trial in range(60):
+            path = str(tmp_path / f"cache{trial}.sqlite")
+            errors = [e for e in pool.map(_write_rows, [(path, k * 5) for k in range(6)]) if e]  # overlapping keys
+            assert not errors, errors
+            cache = judges.RewardCache(path)
+            assert cache.get(keys) == {key: float(i) for i, key in enumerate(keys)}
+            cache.close()
 
 
 # --- the stage ---------------------------------------------------------------------------------------------

@@ -26,6 +26,8 @@ from pathlib import Path
 
 from posttrain.errors import UserError
 
+LOCK_TIMEOUT = 60  # seconds to wait for another process's lock on the file
+
 
 def cache_path(path: str | Path) -> Path:
     """`path`, a relative one taken from DVC's main workspace (`$DVC_ROOT`) when DVC runs the stage."""
@@ -39,15 +41,31 @@ class RewardCache:
 
     def __init__(self, path: str | Path):
         path = cache_path(path)
-        try:
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
-            self.db = sqlite3.connect(path, timeout=60)  # waits out another process's write
-            self.db.execute("PRAGMA journal_mode=WAL")  # readers never block the writer; commits survive a kill
-            self.db.execute("CREATE TABLE IF NOT EXISTS rewards (key TEXT PRIMARY KEY, judge TEXT, model TEXT, "
-                            "reward REAL NOT NULL, scored_at REAL)")
-            self.db.commit()
-        except (OSError, sqlite3.Error) as err:
-            raise UserError(f"{path}: cannot use as the judge's cache: {err}") from None
+        deadline = time.monotonic() + LOCK_TIMEOUT
+        while True:
+            db = None
+            try:
+                Path(path).parent.mkdir(parents=True, exist_ok=True)
+                db = sqlite3.connect(path, timeout=LOCK_TIMEOUT)  # waits out another process's write
+                self.db = db
+                self._set_up()
+                return
+            except sqlite3.OperationalError as err:
+                # Turning a new file to WAL takes a lock that SQLite does not wait for (no busy handler):
+                # a writer opening the file at that moment gets "database is locked" at once. Try again.
+                if db is not None:
+                    db.close()
+                if "locked" not in str(err) or time.monotonic() > deadline:
+                    raise UserError(f"{path}: cannot use as the judge's cache: {err}") from None
+                time.sleep(0.05)
+            except (OSError, sqlite3.Error) as err:
+                raise UserError(f"{path}: cannot use as the judge's cache: {err}") from None
+
+    def _set_up(self) -> None:
+        self.db.execute("PRAGMA journal_mode=WAL")  # readers never block the writer; commits survive a kill
+        self.db.execute("CREATE TABLE IF NOT EXISTS rewards (key TEXT PRIMARY KEY, judge TEXT, model TEXT, "
+                        "reward REAL NOT NULL, scored_at REAL)")
+        self.db.commit()
 
     @staticmethod
     def key(judge: str, model: str | None, prompt: str, response: str) -> str:
