@@ -20,6 +20,8 @@ each variant's median over rounds and its ratio to plain TRL.
 - `stage`: the stage's own training function as the DVC stage runs it: DVCLive curves, checkpoint
   saving and fingerprints, the data conversion. RL runs without its held-out evaluation, which plain
   TRL does not have (`held_out: 0`).
+- SFT only, `stage, bf16 autocast`: the stage with `bf16: true` (on a CPU, transformers runs the forward in
+  `torch.autocast("cpu", bfloat16)`, weights and optimizer in fp32): what a CPU with bf16 instructions gains.
 - SFT only, `stage, padding-free`: the stage with `padding_free: true` (and `max_length: null`, which
   TRL asks for without packing): each batch is one row, its sequences kept apart by their position ids
   (transformers builds the block-diagonal mask from them for sdpa), so no padding is computed.
