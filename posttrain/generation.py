@@ -22,8 +22,8 @@ from typing import Any
 
 from tqdm import tqdm
 
-from posttrain.data_io import read_jsonl, validate
 from posttrain import startup
+from posttrain.data_io import read_jsonl, validate
 from posttrain.errors import UserError
 from posttrain.prompts import chat_prompt, countdown_prompt, load_chat_tokenizer
 from posttrain.schemas import COUNTDOWN_TASK, INSTRUCT_PROMPT, REFERENCE_ANSWER

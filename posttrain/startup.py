@@ -1,8 +1,9 @@
 """The line that splits a model stage's time into start-up and work, for `benchmarks.stage_times`.
 
-A stage that loads a model calls `ready()` once the model is loaded and the work is about to begin: it
-prints how long the process took to get there (Python, the imports, reading the data, loading the model),
-counted from the process's start. `benchmarks.stage_times` reads the first such line of each stage.
+Where the work begins, `ready()` prints how long the process took to get there (Python, the imports,
+reading the data, loading the model), counted from the process's start: training (`checkpoints.train`),
+generation (both backends) and judging (`stages/judges.py`, once its judge is built). Only the first call
+of a process prints, and `benchmarks.stage_times` reads the first such line of each stage.
 """
 
 from __future__ import annotations

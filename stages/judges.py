@@ -26,7 +26,7 @@ from typing import Any
 
 from pipeline import params
 from pipeline.judge_params import judge_settings
-from posttrain import schemas
+from posttrain import schemas, startup
 from posttrain.data_io import read_jsonl, write_json, write_jsonl
 from posttrain.errors import UserError, run_main
 from posttrain.evaluation import win_rate
@@ -89,6 +89,7 @@ def main() -> None:
     prompt_rows = read_jsonl(args.prompts, schemas.INSTRUCT_PROMPT)
     generation_rows = read_jsonl(args.generations, schemas.GENERATION)
     judge = make_judge(args.judge, **settings)
+    startup.ready("judging")
     rows = judge_generations(judge, prompt_rows, generation_rows, str(args.generations))
     write_jsonl(args.out, rows, schemas.JUDGED)
     mean = sum(r["reward"] for r in rows) / len(rows) if rows else float("nan")

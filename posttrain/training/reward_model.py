@@ -12,7 +12,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from posttrain import startup
 from posttrain.errors import UserError
 from posttrain.prompts import load_chat_tokenizer
 from posttrain.training.config import checkpoint_fields, dvclive_callback, trainer_args
@@ -91,7 +90,6 @@ def load_scorer(model_dir: str | Path):
     tokenizer = load_chat_tokenizer(model_dir)
     model = AutoModelForSequenceClassification.from_pretrained(model_dir)
     _set_pad_token(model, tokenizer)
-    startup.ready("scoring")
     return model.to("cuda" if torch.cuda.is_available() else "cpu"), tokenizer
 
 
