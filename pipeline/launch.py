@@ -10,9 +10,10 @@ talk over gloo. `launch.config_file` is an accelerate config (DDP, FSDP or DeepS
 processes, which sets the global batch size, lives in params.yaml only. With no config file, accelerate
 applies its own defaults, including a default config that `accelerate config` wrote on this machine.
 
-With one process and no config file the module runs here, in this process, as `python -m <module>`
-would run it: that is all `accelerate launch` would start, and it leaves the default run untouched
-(accelerate's launcher sets OMP_NUM_THREADS=1 on a CPU unless told `--cpu`, and reads a default config).
+With one process and no config file the module runs as `python -m <module>` would run it, through
+`pipeline.warm` (a fork of a server that has imported the libraries already, or this process): that is
+all `accelerate launch` would start, and it leaves the default run untouched (accelerate's launcher sets
+OMP_NUM_THREADS=1 on a CPU unless told `--cpu`, and reads a default config).
 
 The module's exit status comes back unchanged, so a `UserError` still ends in one line and status 2
 (once per process that hit it) and no traceback from the launcher.
@@ -31,7 +32,6 @@ import argparse
 import importlib.util
 import os
 import re
-import runpy
 import signal
 import subprocess
 import sys
@@ -164,8 +164,9 @@ def launch(module: str, module_args: list[str]) -> None:
     settings = params.load().launch
     check(settings, module)
     if settings.num_processes == 1 and settings.config_file is None:
-        sys.argv[1:] = module_args
-        runpy.run_module(module, run_name="__main__", alter_sys=True)
+        from pipeline import warm
+
+        warm.run(module, module_args)  # in a fork of the warm server (its imports done), or here
         return
 
     import logging

@@ -1,7 +1,8 @@
 """The line that splits a model stage's time into start-up and work, for `benchmarks.stage_times`.
 
 Where the work begins, `ready()` prints how long the process took to get there (Python, the imports,
-reading the data, loading the model), counted from the process's start: training (`checkpoints.train`),
+reading the data, loading the model), counted from the start of the process DVC ran (which, under
+`pipeline.warm`, forked the stage from a server that had imported the libraries already): training (`checkpoints.train`),
 generation (both backends) and judging (`stages/judges.py`, once its judge is built). Only the first call
 of a process prints, and `benchmarks.stage_times` reads the first such line of each stage.
 """
@@ -12,6 +13,7 @@ import sys
 import time
 
 PREFIX = "start-up: "
+started: float | None = None  # when the stage's process started, where that is not this process (pipeline.warm)
 _printed = False
 
 
@@ -21,7 +23,10 @@ def ready(what: str) -> None:
     if _printed:
         return
     _printed = True
-    import psutil
+    if started is None:
+        import psutil
 
-    seconds = time.time() - psutil.Process().create_time()
+        seconds = time.time() - psutil.Process().create_time()
+    else:
+        seconds = time.time() - started
     print(f"{PREFIX}{seconds:.1f} s before {what}", file=sys.stderr, flush=True)
