@@ -59,7 +59,6 @@ WARM = {
     "datasets": ["Dataset"],
     "accelerate": [],
     "dvclive": ["Live"],
-    "psutil": [],
 }
 VOLATILE = {"PWD", "OLDPWD", "SHLVL", "_", "DVC_STAGE"}  # differ between DVC's stages of one run
 SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
@@ -147,7 +146,7 @@ def _try_connect(path: Path) -> socket.socket | None:
 
 def client(conn: socket.socket, module: str, args: list[str]) -> int:
     """Have the server run the stage; pass signals on; return its exit status (or die of its signal)."""
-    import psutil
+    from posttrain import startup
 
     fds, spare = [], []
     for fd in (0, 1, 2):
@@ -158,7 +157,7 @@ def client(conn: socket.socket, module: str, args: list[str]) -> int:
             spare.append(os.open(os.devnull, os.O_RDWR))
             fds.append(spare[-1])
     request = {"module": module, "args": args, "cwd": os.getcwd(), "path0": sys.path[0],
-               "env": dict(os.environ), "started": psutil.Process().create_time()}
+               "env": dict(os.environ), "started": startup.process_start()}
     _send(conn, request, fds)
     for fd in spare:
         os.close(fd)
