@@ -36,6 +36,11 @@ def timed_lines(argv: list[str]):
     yield time.monotonic() - start, f"# exit {proc.returncode}"
 
 
+def startup_seconds(line: str) -> float | None:
+    """The seconds of a `start-up: <s> s before <what>` line (posttrain.startup), or None for any other line."""
+    return float(line[len(startup.PREFIX):].split()[0]) if line.startswith(startup.PREFIX) else None
+
+
 def stage_times(lines) -> tuple[dict[str, float], float, dict[str, float]]:
     """{stage: seconds}, the total and {stage: start-up seconds} (stages that print it), from (seconds, line)."""
     times, startups, current, began, end = {}, {}, None, 0.0, 0.0
@@ -45,8 +50,8 @@ def stage_times(lines) -> tuple[dict[str, float], float, dict[str, float]]:
             if current is not None:
                 times[current] = t - began
             current, began = line[len(MARK):].split("'")[0], t
-        elif current is not None and current not in startups and line.startswith(startup.PREFIX):
-            startups[current] = float(line[len(startup.PREFIX):].split()[0])
+        elif current is not None and current not in startups and startup_seconds(line) is not None:
+            startups[current] = startup_seconds(line)
     if current is not None:
         times[current] = end - began
     return times, end, startups

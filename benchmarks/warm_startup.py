@@ -24,7 +24,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from posttrain import startup
+from benchmarks import stage_times
 
 
 def commands(tmp: Path) -> dict[str, tuple[list[str], bool]]:
@@ -52,8 +52,8 @@ def run(command: list[str], to_end: bool, warm: bool) -> tuple[float, float | No
     proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     seconds = None
     for line in proc.stderr:
-        if line.startswith(startup.PREFIX):
-            seconds = float(line[len(startup.PREFIX):].split(" s ")[0])
+        seconds = stage_times.startup_seconds(line) if seconds is None else seconds
+        if seconds is not None:
             if not to_end:
                 proc.send_signal(signal.SIGKILL)
                 break
